@@ -1,0 +1,253 @@
+"""Cluster profiles: what a cluster offers and how to ask it for resources (NeMo-Skills' YAML shape)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from .errors import UserError
+from .schema import build, field
+from .yamlfile import Located, load_yaml_file
+
+PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "cluster_profiles")
+DEFAULT_PROFILE = "h100-1x8"
+
+# Values that land in #SBATCH lines are parsed by sbatch, not by a shell: keep them to a safe set.
+SAFE_DIRECTIVE = re.compile(r"^[A-Za-z0-9._:/@+,=%-]+$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|_KEY$|CREDENTIAL)", re.I)
+TIME_FORMAT = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = re.compile(
+    rf"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?:(?P<registry>[A-Za-z0-9.-]+(?::\d+)?)#)?"
+    rf"(?P<name>{_NAME}(?:/{_NAME})*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?"
+    rf"(?:@(?P<digest>sha256:[0-9a-f]{{64}}))?$")
+
+
+def parse_time_minutes(value: str) -> int:
+    """Slurm time (`MM`, `HH:MM:SS`, `D-HH:MM:SS`, ...) to whole minutes; ValueError if malformed."""
+    match = TIME_FORMAT.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    days, a, b, c = match.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:  # D-HH[:MM[:SS]]
+        parts += [0] * (3 - len(parts))
+        hours, minutes, seconds = parts
+        return int(days) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:  # MM:SS
+        return parts[0] + (1 if parts[1] else 0)
+    hours, minutes, seconds = parts
+    return hours * 60 + minutes + (1 if seconds else 0)
+
+
+def format_minutes(minutes: int) -> str:
+    days, rest = divmod(minutes, 1440)
+    text = f"{rest // 60:02d}:{rest % 60:02d}:00"
+    return f"{days}-{text}" if days else text
+
+
+def _check_time(value: str) -> str | None:
+    try:
+        parse_time_minutes(value)
+    except ValueError:
+        return f"not a Slurm time limit (HH:MM:SS or D-HH:MM:SS): {value!r}"
+    return None
+
+
+def _check_directive(value: str) -> str | None:
+    if not SAFE_DIRECTIVE.match(value):
+        return f"{value!r} has characters Slurm directives cannot carry safely (allowed: letters, digits, ._:/@+,=%-)"
+    return None
+
+
+def _check_absolute(value: str) -> str | None:
+    if not os.path.isabs(value):
+        return f"must be an absolute path on the shared file system, got {value!r}"
+    if any(ch in value for ch in "\n\r\t \"'`$\\;&|<>*?"):
+        return f"path {value!r} contains whitespace or shell metacharacters"
+    return None
+
+
+def normalize_image(ref: str) -> str:
+    """An image reference in the form every enroot understands: `[USER@][REGISTRY#]IMAGE[:TAG]` or an
+    absolute squashfs path. Raises ValueError with the reason when the reference is malformed."""
+    ref = ref.strip()
+    if ref.startswith(("/", "./", "../")) or ref.endswith(".sqsh"):
+        if not ref.startswith("/"):
+            raise ValueError(f"squashfs image {ref!r} must be an absolute path (pyxis would read a "
+                             f"relative name as a Docker Hub image)")
+        if _check_absolute(ref):
+            raise ValueError(f"squashfs path {ref!r} contains whitespace or shell metacharacters")
+        return ref
+    for prefix in ("docker://", "dockerd://"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+    if "#" not in ref:
+        user, at, rest = ref.rpartition("@") if "@" in ref.split("/")[0] else ("", "", ref)
+        first, slash, remainder = rest.partition("/")
+        if slash and ("." in first or ":" in first or first == "localhost"):
+            rest = f"{first}#{remainder}"
+        ref = f"{user}@{rest}" if at else rest
+    if not IMAGE_REF.match(ref):
+        raise ValueError(f"malformed image reference {ref!r} (expected [USER@][REGISTRY#]IMAGE[:TAG] "
+                         f"such as nvcr.io#nvidia/nemo:25.11, or an absolute .sqsh path)")
+    return ref
+
+
+@dataclass
+class GpuSpec:
+    model: str = field(doc="GPU model, e.g. H100-80GB; picks the throughput model's default")
+    memory_gib: float = field(min=1, doc="memory of one GPU in GiB")
+    achievable_tflops: Optional[float] = field(None, min=1,
+                                               doc="bf16 model TFLOP/s one GPU sustains in training")
+
+
+@dataclass
+class ClusterProfile:
+    executor: Literal["slurm", "local"]
+    nodes: int = field(min=1, doc="nodes one stage may use")
+    gpus_per_node: int = field(min=0, max=64)
+    gpu: GpuSpec
+    job_dir: str = field(doc="run directories are created here; $VARS are expanded")
+    cpus_per_node: int = field(0, min=0, doc="0: let Slurm decide")
+    mem_per_node: str = field("0", check=_check_directive, doc="sbatch --mem; 0 = all of it")
+    partition: Optional[str] = field(None, check=_check_directive)
+    cpu_partition: Optional[str] = field(None, check=_check_directive,
+                                         doc="CPU-only stages go here; default: partition")
+    account: Optional[str] = field(None, check=_check_directive)
+    qos: Optional[str] = field(None, check=_check_directive)
+    timeouts: dict[str, str] = field({}, check=lambda m: next(filter(None, map(_check_time, m.values())), None),
+                                     doc="longest time limit per partition")
+    default_time: str = field("04:00:00", check=_check_time)
+    containers: dict[str, str] = field({}, doc="named container images")
+    container: str = field("nemo", doc="which entry of containers the stages run in; 'none': bare metal")
+    container_workdir: Optional[str] = field(None, check=_check_absolute)
+    mounts: list[str] = field([], doc="SRC:DST[:FLAGS] bind mounts for the container")
+    check_mounts: bool = field(True, doc="fail when a mount source does not exist here")
+    env_vars: list[str] = field([], doc="NAME=value to set, or NAME to pass through from the shell")
+    required_env_vars: list[str] = field([])
+    mpi: Literal["pmix", "pmi2", "none"] = "pmix"
+    gpu_request: Literal["gpus-per-node", "gres"] = "gpus-per-node"
+    exclusive: bool = True
+    sbatch_args: list[str] = field([], doc="extra --flag=value lines for #SBATCH")
+    srun_args: list[str] = field([], doc="extra srun flags")
+    setup: list[str] = field([], doc="shell lines run before the stage command (module load, ...)")
+    python: str = field("python", check=_check_directive)
+    dependency_type: Literal["afterok", "afterany"] = "afterok"
+    attention: Literal["fused", "unfused"] = field("fused", doc="unfused where Transformer Engine is missing")
+    signal_lead_s: int = field(300, min=30, doc="seconds before the time limit the job is told to checkpoint")
+    max_continuations: int = field(10, min=0, doc="time-limit continuations of one training stage")
+    master_port: int = field(29500, min=1024, max=65000)
+
+    # filled in by load_profile
+    source: str = field("")
+
+    @property
+    def image(self) -> str | None:
+        return None if self.container == "none" else self.containers[self.container]
+
+    def env_values(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.env_vars if "=" in item)
+
+    def env_passthrough(self) -> list[str]:
+        return [item for item in self.env_vars if "=" not in item]
+
+    def time_limit_minutes(self, partition: str | None) -> int | None:
+        limit = self.timeouts.get(partition or "")
+        return parse_time_minutes(limit) if limit else None
+
+
+def _expand(value: str, key: str, src: Located) -> str:
+    if "$USER" in value or "${USER}" in value:
+        import getpass
+        value = value.replace("${USER}", "$USER").replace("$USER", os.environ.get("USER") or getpass.getuser())
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    if "$" in expanded:
+        raise src.error(key, f"{value!r} uses an environment variable that is not set")
+    return expanded
+
+
+def resolve_profile_path(name_or_path: str | None) -> str:
+    name = name_or_path or os.environ.get("MINITRON_PROFILE") or DEFAULT_PROFILE
+    if os.sep in name or name.endswith((".yaml", ".yml")) or os.path.exists(name):
+        return name
+    candidate = os.path.join(PROFILE_DIR, f"{name}.yaml")
+    if not os.path.exists(candidate):
+        from .schema import did_you_mean
+        known = sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))
+        raise UserError(f"no profile named {name!r}; bundled: {', '.join(known)}", key="--profile",
+                        hint=did_you_mean(name, known))
+    return candidate
+
+
+def load_profile(name_or_path: str | None = None) -> ClusterProfile:
+    path = resolve_profile_path(name_or_path)
+    src = load_yaml_file(path)
+    profile = build(ClusterProfile, src.data, src)
+    profile.source = os.path.abspath(path)
+    validate_profile(profile, src)
+    return profile
+
+
+def validate_profile(profile: ClusterProfile, src: Located) -> None:
+    """Cross-field rules that single-field checks cannot express."""
+    profile.job_dir = _expand(profile.job_dir, "job_dir", src)
+    problem = _check_absolute(profile.job_dir)
+    if problem:
+        raise src.error("job_dir", problem)
+    profile.mounts = [_expand(m, f"mounts[{i}]", src) for i, m in enumerate(profile.mounts)]
+    if profile.executor == "local" and profile.nodes != 1:
+        raise src.error("nodes", f"a local profile has exactly one node, got {profile.nodes}")
+    if profile.container != "none" and profile.container not in profile.containers:
+        from .schema import did_you_mean
+        raise src.error("container", f"names no entry of containers ({', '.join(profile.containers) or 'none defined'})",
+                        did_you_mean(profile.container, profile.containers))
+    for name, ref in profile.containers.items():
+        try:
+            profile.containers[name] = normalize_image(ref)
+        except ValueError as exc:
+            raise src.error(f"containers.{name}", str(exc)) from None
+    for index, mount in enumerate(profile.mounts):
+        parts = mount.split(":")
+        if len(parts) not in (2, 3) or not all(parts[:2]):
+            raise src.error(f"mounts[{index}]", f"expected SRC:DST[:FLAGS], got {mount!r}")
+        for part in parts[:2]:
+            problem = _check_absolute(part)
+            if problem:
+                raise src.error(f"mounts[{index}]", problem)
+        if "," in mount:
+            raise src.error(f"mounts[{index}]", "a mount may not contain ','; list each one separately")
+    values = profile.env_values()
+    for index, item in enumerate(profile.env_vars):
+        name = item.split("=", 1)[0]
+        if not ENV_NAME.match(name):
+            raise src.error(f"env_vars[{index}]", f"{name!r} is not a valid environment variable name")
+        if name in values and SECRET_NAME.search(name):
+            raise src.error(f"env_vars[{index}]", f"{name} looks like a secret: list it by name only "
+                            f"(`- {name}`) so its value is passed from your shell and never written to disk")
+    for index, name in enumerate(profile.required_env_vars):
+        if not ENV_NAME.match(name):
+            raise src.error(f"required_env_vars[{index}]", f"{name!r} is not a valid environment variable name")
+    for index, arg in enumerate(profile.sbatch_args):
+        if not arg.startswith("--") or "\n" in arg:
+            raise src.error(f"sbatch_args[{index}]", f"expected one --flag[=value], got {arg!r}")
+        problem = _check_directive(arg[2:])
+        if problem:
+            raise src.error(f"sbatch_args[{index}]", problem)
+    for partition in profile.timeouts:
+        problem = _check_directive(partition)
+        if problem:
+            raise src.error(f"timeouts.{partition}", problem)
+    problem = _check_time(profile.default_time)
+    if not problem and profile.partition and profile.time_limit_minutes(profile.partition) is not None:
+        if parse_time_minutes(profile.default_time) > profile.time_limit_minutes(profile.partition):
+            raise src.error("default_time", f"{profile.default_time} exceeds the {profile.partition} "
+                            f"partition's limit {profile.timeouts[profile.partition]}")
+    if profile.executor == "slurm" and profile.gpus_per_node > 0 and not profile.partition:
+        raise src.error("partition", "a Slurm profile with GPUs needs a partition")

@@ -1,0 +1,453 @@
+"""Pipeline recipes: the model, the data, per-kind stage settings, pruning targets and students.
+
+The stage graph is derived, not written by hand: data → import → finetune → prune_<p> for each
+pruning entry → distill_<s> for each student → report (→ export). `after` adds ordering edges.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from .errors import UserError
+from .schema import build, did_you_mean, field
+from .yamlfile import Located, join_key, load_yaml_file
+
+RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+DEFAULT_RECIPE = "minitron-8b-wikitext"
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _check_time(value: str) -> str | None:
+    from .profile import _check_time as check
+    return check(value)
+
+
+def _check_entrypoint(value: str) -> str | None:
+    return None if ENTRYPOINT.match(value) else f"{value!r} is not a Python module name"
+
+
+@dataclass
+class ModelSpec:
+    source: str = field(doc="hf://ORG/NAME, an absolute HF directory, nemo:/abs/ckpt, or random")
+    tokenizer: str = field(doc="HF id or directory, or bpe:VOCAB to train one on the data")
+    num_layers: int = field(min=1)
+    hidden_size: int = field(min=1)
+    ffn_hidden_size: int = field(min=1)
+    num_attention_heads: int = field(min=1)
+    num_query_groups: int = field(min=1)
+    vocab_size: int = field(min=2)
+    nemo_config: Optional[str] = field(None, doc="NeMo config class for import, e.g. Llama31Config8B")
+    rotary_base: float = field(500000.0, min=1)
+    tie_embeddings: bool = False
+
+
+@dataclass
+class DataSource:
+    hf_dataset: Optional[str] = None
+    hf_config: Optional[str] = None
+    files: Optional[dict[str, str]] = None
+    builtin: Optional[Literal["pydoc-topics"]] = None
+
+
+@dataclass
+class DataSpec:
+    source: DataSource
+    seq_length: int = field(min=8)
+    text_key: str = "text"
+    split_map: dict[str, str] = field({"train": "train", "validation": "validation", "test": "test"},
+                                      doc="trainer role → dataset split")
+    workers: int = field(32, min=1, max=512)
+
+
+@dataclass
+class ScalingSpec:
+    policy: Literal["fixed", "linear"] = "fixed"
+    reference_gpus: int = field(8, min=1, doc="GPUs the recipe's batch sizes were tuned for")
+    lr_rule: Literal["none", "linear", "sqrt"] = "none"
+
+
+@dataclass
+class StageSettings:
+    entrypoint: Optional[str] = field(None, check=_check_entrypoint)
+    time: Optional[str] = field(None, check=_check_time)
+    partition: Optional[str] = None
+    enabled: bool = True
+
+
+@dataclass
+class DataStage(StageSettings):
+    pass
+
+
+@dataclass
+class ImportStage(StageSettings):
+    gpus: int = field(1, min=0, max=1)
+
+
+@dataclass
+class TrainStage(StageSettings):
+    steps: Optional[int] = field(30, min=1)
+    tokens: Optional[float] = field(None, min=1, doc="token budget; sets steps = tokens/(GBS·seq)")
+    micro_batch_size: int = field(4, min=1)
+    global_batch_size: int = field(128, min=1)
+    seq_length: Optional[int] = field(None, min=8)
+    lr: float = field(1e-4, min=0)
+    min_lr: float = field(1e-5, min=0)
+    warmup_steps: int = field(2, min=0)
+    val_check_interval: int = field(10, min=1)
+    limit_val_batches: int = field(5, min=0)
+    log_every_n_steps: int = field(1, min=1)
+    ckpt_every_n_steps: int = field(10, min=1)
+    seed: int = 1234
+    precision: Literal["bf16-mixed", "16-mixed", "32"] = "bf16-mixed"
+    weight_decay: float = field(0.1, min=0)
+    adam_beta1: float = field(0.9, min=0, max=1)
+    adam_beta2: float = field(0.95, min=0, max=1)
+    clip_grad: float = field(1.0, min=0)
+    nodes: Optional[int] = field(None, min=1, doc="default: every node of the profile")
+    tp: Optional[int] = field(None, min=1, doc="default: the planner's choice")
+    pp: Optional[int] = field(None, min=1)
+    cp: int = field(1, min=1)
+    sequence_parallel: Optional[bool] = None
+    recompute: Literal["none", "selective", "full"] = "none"
+
+
+@dataclass
+class DistillStage(TrainStage):
+    skip_lm_loss: bool = True
+    kd_loss_scale: float = field(1.0, min=0)
+    logit_layers: list[str] = field(["output_layer", "output_layer"])
+
+
+@dataclass
+class PruneStage(StageSettings):
+    micro_batch_size: int = field(4, min=1, doc="calibration batch; its global batch equals it")
+    num_train_samples: int = field(1024, min=1)
+    seq_length: Optional[int] = field(None, min=8)
+    pp: Optional[int] = field(None, min=1, doc="default: the GPUs of one node")
+
+
+@dataclass
+class ReportStage(StageSettings):
+    pass
+
+
+@dataclass
+class ExportStage(StageSettings):
+    enabled: bool = False
+
+
+STAGE_KINDS: dict[str, type] = {
+    "data": DataStage, "import": ImportStage, "finetune": TrainStage, "prune": PruneStage,
+    "distill": DistillStage, "report": ReportStage, "export": ExportStage,
+}
+GPU_TRAINING_KINDS = ("finetune", "distill")
+
+
+@dataclass
+class PruningSpec:
+    drop_layers: Optional[list[int]] = field(None, doc="1-indexed layers to remove (depth pruning)")
+    target_num_layers: Optional[int] = field(None, min=1)
+    target_ffn_hidden_size: Optional[int] = field(None, min=1)
+    target_hidden_size: Optional[int] = field(None, min=1)
+    target_num_attention_heads: Optional[int] = field(None, min=1)
+    target_num_query_groups: Optional[int] = field(None, min=1)
+
+    def targets(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelSpec
+    data: DataSpec
+    pruning: dict[str, PruningSpec]
+    students: list[str]
+    description: str = ""
+    scaling: ScalingSpec = field(ScalingSpec())
+    stages: dict[str, Any] = field({})
+    after: dict[str, list[str]] = field({}, doc="extra ordering: stage → stages it must wait for")
+    source: str = ""
+
+    def settings(self, kind: str) -> Any:
+        return self.stages[kind]
+
+    def error(self, key: str, message: str, hint: str | None = None) -> UserError:
+        located = getattr(self, "located", None)
+        if located is not None:
+            return located.error(key, message, hint)
+        return UserError(message, file=self.source or None, key=key, hint=hint)
+
+
+@dataclass
+class StageNode:
+    name: str
+    kind: str
+    depends_on: list[str]
+    pruning: Optional[str] = None  # for prune_* and distill_*: the pruning entry
+
+
+def resolve_recipe_path(name_or_path: str | None) -> str:
+    name = name_or_path or DEFAULT_RECIPE
+    if os.sep in name or name.endswith((".yaml", ".yml")) or os.path.exists(name):
+        return name
+    candidate = os.path.join(RECIPE_DIR, f"{name}.yaml")
+    if not os.path.exists(candidate):
+        known = sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith(".yaml"))
+        raise UserError(f"no recipe named {name!r}; bundled: {', '.join(known)}", key="--recipe",
+                        hint=did_you_mean(name, known))
+    return candidate
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """`a.b[0].c=VALUE` or `a.b.0.c=VALUE`; VALUE is read as YAML (numbers, lists, booleans)."""
+    import yaml
+
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise UserError(f"expected KEY=VALUE, got {text!r}", key="--set")
+    path: list[str | int] = []
+    for part in re.split(r"\.|\[(\d+)\]", key):
+        if part is None or part == "":
+            continue
+        path.append(int(part) if part.isdigit() else part)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(src: Located, overrides: list[str]) -> None:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = src.data
+        key = ""
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(node, list):
+                if not isinstance(part, int) or not 0 <= part < len(node):
+                    raise UserError(f"{join_key(key, part)!r} is not an index of a list of {len(node)}",
+                                    key=f"--set {text}")
+            elif isinstance(node, dict):
+                if isinstance(part, int):
+                    part = str(part)
+            else:
+                raise UserError(f"{key!r} is {node!r}, not a mapping or list", key=f"--set {text}")
+            key = join_key(key, part)
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        src.origins[key] = f"--set {text}"
+
+
+def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None) -> Recipe:
+    path = resolve_recipe_path(name_or_path)
+    src = load_yaml_file(path)
+    src.data = copy.deepcopy(src.data)
+    apply_overrides(src, overrides or [])
+    recipe = build(Recipe, src.data, src)
+    recipe.source = os.path.abspath(path)
+    recipe.stages = _build_stages(src.data.get("stages") or {}, src)
+    recipe.located = src  # not a field: lets the planner point its errors at the right file and line
+    validate_recipe(recipe, src)
+    return recipe
+
+
+def _build_stages(raw: Any, src: Located) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise src.error("stages", f"expected a mapping of stage kinds, got {raw!r}")
+    for kind in raw:
+        if kind not in STAGE_KINDS:
+            raise src.error(f"stages.{kind}", f"unknown stage kind (known: {', '.join(STAGE_KINDS)})",
+                            did_you_mean(kind, STAGE_KINDS))
+    return {kind: build(cls, raw.get(kind), src, f"stages.{kind}") for kind, cls in STAGE_KINDS.items()}
+
+
+def validate_recipe(recipe: Recipe, src: Located) -> None:
+    m = recipe.model
+    if not RECIPE_NAME.match(recipe.name):
+        raise src.error("name", f"{recipe.name!r}: use letters, digits, '.', '_' and '-' (it names the run)")
+    if m.num_attention_heads % m.num_query_groups:
+        raise src.error("model.num_query_groups", f"num_attention_heads={m.num_attention_heads} is not "
+                        f"divisible by num_query_groups={m.num_query_groups}")
+    if m.hidden_size % m.num_attention_heads:
+        raise src.error("model.hidden_size", f"hidden_size={m.hidden_size} is not divisible by "
+                        f"num_attention_heads={m.num_attention_heads}")
+    if not (m.source in ("random",) or m.source.startswith(("hf://", "nemo:/", "/"))):
+        raise src.error("model.source", f"{m.source!r}: expected hf://ORG/NAME, an absolute HF directory, "
+                        f"nemo:/abs/checkpoint or random")
+    if m.tokenizer.startswith("bpe:"):
+        try:
+            vocab = int(m.tokenizer[4:])
+        except ValueError:
+            vocab = 0
+        if vocab < 64 or vocab > m.vocab_size:
+            raise src.error("model.tokenizer", f"{m.tokenizer!r}: bpe:VOCAB needs 64 ≤ VOCAB ≤ "
+                            f"model.vocab_size={m.vocab_size}")
+    _validate_data(recipe, src)
+    _validate_stages(recipe, src)
+    _validate_pruning(recipe, src)
+    stage_graph(recipe, src)
+
+
+def _validate_data(recipe: Recipe, src: Located) -> None:
+    source = recipe.data.source
+    given = [k for k in ("hf_dataset", "files", "builtin") if getattr(source, k)]
+    if len(given) != 1:
+        raise src.error("data.source", "give exactly one of hf_dataset, files, builtin"
+                        + (f" (got {', '.join(given)})" if given else ""))
+    roles = {"train", "validation", "test"}
+    for role in recipe.data.split_map:
+        if role not in roles:
+            raise src.error(f"data.split_map.{role}", f"unknown role (roles: {', '.join(sorted(roles))})",
+                            did_you_mean(role, roles))
+    if "train" not in recipe.data.split_map or "validation" not in recipe.data.split_map:
+        raise src.error("data.split_map", "must map at least train and validation")
+    if source.files:
+        for split, path in source.files.items():
+            if not os.path.isabs(path):
+                raise src.error(f"data.source.files.{split}", f"must be an absolute path, got {path!r}")
+        for role, split in recipe.data.split_map.items():
+            if split not in source.files:
+                raise src.error(f"data.split_map.{role}", f"names split {split!r}, which data.source.files "
+                                f"does not have", did_you_mean(split, source.files))
+
+
+def _validate_stages(recipe: Recipe, src: Located) -> None:
+    for kind in ("data", "finetune", "prune", "distill"):
+        if not recipe.stages[kind].enabled:
+            raise src.error(f"stages.{kind}.enabled", f"the {kind} stage cannot be disabled")
+    for kind in GPU_TRAINING_KINDS:
+        st = recipe.stages[kind]
+        key = f"stages.{kind}"
+        if st.min_lr > st.lr:
+            raise src.error(f"{key}.min_lr", f"min_lr={st.min_lr} exceeds lr={st.lr}")
+        if st.steps is None and st.tokens is None:
+            raise src.error(f"{key}.steps", "give steps or tokens")
+        if st.global_batch_size % st.micro_batch_size:
+            raise src.error(f"{key}.global_batch_size", f"global_batch_size={st.global_batch_size} is not "
+                            f"divisible by micro_batch_size={st.micro_batch_size}")
+        seq = st.seq_length or recipe.data.seq_length
+        if seq > recipe.data.seq_length:
+            raise src.error(f"{key}.seq_length", f"{seq} exceeds data.seq_length={recipe.data.seq_length}")
+    if recipe.stages["distill"].logit_layers and len(recipe.stages["distill"].logit_layers) != 2:
+        raise src.error("stages.distill.logit_layers", "expected [student_layer, teacher_layer]")
+
+
+def _validate_pruning(recipe: Recipe, src: Located) -> None:
+    m = recipe.model
+    if not recipe.pruning:
+        raise src.error("pruning", "name at least one pruning target")
+    for name, spec in recipe.pruning.items():
+        key = f"pruning.{name}"
+        if not STAGE_NAME.match(f"prune_{name}") or len(name) > 30:
+            raise src.error(key, f"{name!r}: pruning names are lower-case letters, digits and '_'")
+        targets = spec.targets()
+        if not targets:
+            raise src.error(key, "give drop_layers or at least one target_* size")
+        if spec.drop_layers is not None:
+            if len(targets) > 1:
+                raise src.error(f"{key}.drop_layers", "drop_layers cannot be combined with target_* sizes")
+            layers = spec.drop_layers
+            bad = [layer for layer in layers if not 1 <= layer <= m.num_layers]
+            if bad:
+                raise src.error(f"{key}.drop_layers", f"layers are 1-indexed and the model has "
+                                f"{m.num_layers}: {bad} out of range")
+            if len(set(layers)) != len(layers):
+                raise src.error(f"{key}.drop_layers", "lists a layer twice")
+            if len(layers) >= m.num_layers:
+                raise src.error(f"{key}.drop_layers", "would drop every layer")
+        limits = {"target_num_layers": m.num_layers, "target_ffn_hidden_size": m.ffn_hidden_size,
+                  "target_hidden_size": m.hidden_size, "target_num_attention_heads": m.num_attention_heads,
+                  "target_num_query_groups": m.num_query_groups}
+        for target, limit in limits.items():
+            value = getattr(spec, target)
+            if value is not None and value > limit:
+                raise src.error(f"{key}.{target}", f"{value} is larger than the teacher's {limit}")
+        if (spec.target_num_attention_heads is None) != (spec.target_num_query_groups is None):
+            raise src.error(f"{key}.target_num_attention_heads",
+                            "give target_num_attention_heads and target_num_query_groups together")
+        heads, groups = spec.target_num_attention_heads, spec.target_num_query_groups
+        if heads and groups and heads % groups:
+            raise src.error(f"{key}.target_num_query_groups",
+                            f"target heads {heads} not divisible by target query groups {groups}")
+    if not recipe.students:
+        raise src.error("students", "name at least one pruned model to distill")
+    seen: set[str] = set()
+    for index, student in enumerate(recipe.students):
+        if student not in recipe.pruning:
+            raise src.error(f"students[{index}]", f"{student!r} names no pruning stage "
+                            f"(pruning defines: {', '.join(recipe.pruning)})",
+                            did_you_mean(student, recipe.pruning))
+        if student in seen:
+            raise src.error(f"students[{index}]", f"duplicate stage name: distill_{student} is listed twice")
+        seen.add(student)
+
+
+def stage_graph(recipe: Recipe, src: Located | None = None) -> list[StageNode]:
+    """The stages in a dependency-respecting order. Raises on unknown `after` names and cycles."""
+    nodes: list[StageNode] = [StageNode("data", "data", [])]
+    imports = not recipe.model.source.startswith("nemo:")
+    if imports:
+        needs_data = recipe.model.tokenizer.startswith("bpe:")
+        nodes.append(StageNode("import", "import", ["data"] if needs_data else []))
+    nodes.append(StageNode("finetune", "finetune", ["data", "import"] if imports else ["data"]))
+    for name in recipe.pruning:
+        nodes.append(StageNode(f"prune_{name}", "prune", ["finetune"], pruning=name))
+    for name in recipe.students:
+        nodes.append(StageNode(f"distill_{name}", "distill", [f"prune_{name}"], pruning=name))
+    distills = [f"distill_{name}" for name in recipe.students]
+    if recipe.stages["report"].enabled:
+        nodes.append(StageNode("report", "report", distills))
+    if recipe.stages["export"].enabled:
+        nodes.append(StageNode("export", "export", distills))
+    by_name = {n.name: n for n in nodes}
+    for stage, waits in recipe.after.items():
+        key = f"after.{stage}"
+        if stage not in by_name:
+            raise _graph_error(src, key, f"no stage named {stage!r}", did_you_mean(stage, by_name))
+        for other in waits:
+            if other not in by_name:
+                raise _graph_error(src, key, f"no stage named {other!r}", did_you_mean(other, by_name))
+            if other not in by_name[stage].depends_on:
+                by_name[stage].depends_on.append(other)
+    return _toposort(nodes, src)
+
+
+def _graph_error(src: Located | None, key: str, message: str, hint: str | None = None) -> UserError:
+    return src.error(key, message, hint) if src else UserError(message, key=key, hint=hint)
+
+
+def _toposort(nodes: list[StageNode], src: Located | None) -> list[StageNode]:
+    by_name = {n.name: n for n in nodes}
+    order: list[StageNode] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = trail[trail.index(name):] + [name]
+            raise _graph_error(src, f"after.{cycle[0]}", "stage dependencies form a cycle: "
+                               + " → ".join(cycle))
+        state[name] = 1
+        for dep in by_name[name].depends_on:
+            visit(dep, trail + [name])
+        state[name] = 2
+        order.append(by_name[name])
+
+    for node in nodes:
+        visit(node.name, [])
+    return order

@@ -1,0 +1,139 @@
+"""The per-stage JSON the jobs read (docs/stage-config.md): paths, shape, parallelism, schedule."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .planner import Plan, StagePlan, student_shape
+from .recipe import Recipe
+
+SCHEMA_VERSION = 1
+
+
+class RunPaths:
+    """Where everything of one run lives; the single place that knows the layout."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.code = os.path.join(run_dir, "code")
+        self.stages = os.path.join(run_dir, "stages")
+        self.scripts = os.path.join(run_dir, "scripts")
+        self.logs = os.path.join(run_dir, "logs")
+        self.markers = os.path.join(run_dir, "markers")
+        self.work = os.path.join(run_dir, "work")
+        self.state = os.path.join(run_dir, "state.json")
+        self.lock = os.path.join(run_dir, "state.lock")
+        self.plan = os.path.join(run_dir, "plan.json")
+
+    def stage_config(self, stage: str) -> str:
+        return os.path.join(self.stages, f"{stage}.json")
+
+    def script(self, stage: str) -> str:
+        return os.path.join(self.scripts, f"{stage}.sh")
+
+    def stage_work(self, stage: str) -> str:
+        return os.path.join(self.work, stage)
+
+    def marker(self, stage: str, kind: str) -> str:
+        return os.path.join(self.markers, f"{stage}.{kind}")
+
+    def model_path(self, stage: str) -> str:
+        return os.path.join(self.work, stage, "model")
+
+
+def _model_source(recipe: Recipe, paths: RunPaths) -> str:
+    source = recipe.model.source
+    return source[len("nemo:"):] if source.startswith("nemo:") else paths.model_path("import")
+
+
+def build_stage_config(run_id: str, paths: RunPaths, recipe: Recipe, plan: Plan, sp: StagePlan) -> dict[str, Any]:
+    m = recipe.model
+    tokenizer_trained = m.tokenizer.startswith("bpe:")
+    data_dir = paths.stage_work("data")
+    roles = recipe.data.split_map
+    config: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "run_dir": paths.run_dir,
+        "stage": sp.name,
+        "kind": sp.kind,
+        "markers_dir": paths.markers,
+        "work_dir": paths.stage_work(sp.name),
+        "tokenizer": {
+            "path_or_id": os.path.join(data_dir, "tokenizer") if tokenizer_trained else m.tokenizer,
+            "train_bpe_vocab": int(m.tokenizer[4:]) if tokenizer_trained else None,
+        },
+        "model": {
+            "source": m.source, "nemo_config": m.nemo_config, "num_layers": m.num_layers,
+            "hidden_size": m.hidden_size, "ffn_hidden_size": m.ffn_hidden_size,
+            "num_attention_heads": m.num_attention_heads, "num_query_groups": m.num_query_groups,
+            "vocab_size": m.vocab_size, "seq_length": recipe.data.seq_length, "rotary_base": m.rotary_base,
+            "tie_embeddings": m.tie_embeddings,
+        },
+        "data": {
+            "source": {k: v for k, v in recipe.data.source.__dict__.items() if v is not None},
+            "text_key": recipe.data.text_key,
+            "split_map": dict(roles),
+            "workers": recipe.data.workers,
+            "append_eod": True,
+            "prefixes": {role: os.path.join(data_dir, f"{role}_text_document") for role in roles},
+        },
+        "parallel": {"nodes": sp.nodes, "gpus_per_node": sp.gpus_per_node, "tp": sp.tp, "pp": sp.pp,
+                     "cp": sp.cp, "dp": sp.dp, "sequence_parallel": sp.sequence_parallel,
+                     "attention": sp.attention},
+        "batch": {"micro_batch_size": sp.micro_batch_size, "global_batch_size": sp.global_batch_size,
+                  "grad_accum": sp.grad_accum},
+        "inputs": {},
+        "outputs": {},
+    }
+    kind = sp.kind
+    work = paths.stage_work(sp.name)
+    if kind == "data":
+        config["outputs"] = {"data": data_dir}
+        if tokenizer_trained:
+            config["outputs"]["tokenizer"] = config["tokenizer"]["path_or_id"]
+    elif kind == "import":
+        config["outputs"] = {"model": paths.model_path("import")}
+    elif kind in ("finetune", "distill"):
+        st = recipe.settings(kind)
+        config["train"] = {
+            "steps": sp.steps, "lr": sp.lr, "min_lr": sp.min_lr, "warmup_steps": st.warmup_steps,
+            "val_check_interval": st.val_check_interval, "limit_val_batches": st.limit_val_batches,
+            "log_every_n_steps": st.log_every_n_steps, "ckpt_every_n_steps": st.ckpt_every_n_steps,
+            "seed": st.seed, "precision": st.precision, "weight_decay": st.weight_decay,
+            "adam_beta1": st.adam_beta1, "adam_beta2": st.adam_beta2, "clip_grad": st.clip_grad,
+            "seq_length": sp.seq_length, "recompute": st.recompute,
+        }
+        config["outputs"] = {"model": paths.model_path(sp.name), "log_dir": os.path.join(work, "logs")}
+        if kind == "finetune":
+            config["inputs"] = {"model": _model_source(recipe, paths), "data": data_dir}
+        else:
+            config["inputs"] = {"student": paths.model_path(f"prune_{sp.pruning}"),
+                                "teacher": paths.model_path("finetune"), "data": data_dir}
+            config["distill"] = {"skip_lm_loss": st.skip_lm_loss, "kd_loss_scale": st.kd_loss_scale,
+                                 "logit_layers": list(st.logit_layers)}
+            shape = student_shape(recipe, sp.pruning)
+            config["student_shape"] = {"num_layers": shape.num_layers, "hidden_size": shape.hidden_size,
+                                       "ffn_hidden_size": shape.ffn_hidden_size,
+                                       "num_attention_heads": shape.num_attention_heads,
+                                       "num_query_groups": shape.num_query_groups}
+    elif kind == "prune":
+        st = recipe.settings("prune")
+        config["inputs"] = {"model": paths.model_path("finetune"), "data": data_dir}
+        config["outputs"] = {"model": paths.model_path(sp.name)}
+        config["prune"] = {**recipe.pruning[sp.pruning].targets(), "num_train_samples": st.num_train_samples,
+                           "seq_length": sp.seq_length}
+    elif kind == "report":
+        students = {name: [f"prune_{name}", f"distill_{name}"] for name in recipe.students}
+        config["report"] = {"stages": {"teacher": "finetune", "finetune": "finetune", "students": students},
+                            "log_dirs": {s.name: os.path.join(paths.stage_work(s.name), "logs")
+                                         for s in plan.stages if s.kind in ("finetune", "distill")}}
+        config["inputs"] = {"data": data_dir}
+        config["outputs"] = {"report_dir": work, "summary_json": os.path.join(work, "summary.json"),
+                             "summary_md": os.path.join(work, "summary.md"),
+                             "plot": os.path.join(work, "val_loss.png")}
+    elif kind == "export":
+        config["export"] = {"students": {name: paths.model_path(f"distill_{name}") for name in recipe.students}}
+        config["outputs"] = {name: os.path.join(work, name) for name in recipe.students}
+    return config
