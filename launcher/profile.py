@@ -188,9 +188,12 @@ def resolve_profile_path(name_or_path: str | None) -> str:
 
 def load_profile(name_or_path: str | None = None) -> ClusterProfile:
     path = resolve_profile_path(name_or_path)
-    src = load_yaml_file(path)
+    return profile_from_located(load_yaml_file(path), os.path.abspath(path))
+
+
+def profile_from_located(src: Located, source: str) -> ClusterProfile:
     profile = build(ClusterProfile, src.data, src)
-    profile.source = os.path.abspath(path)
+    profile.source = source
     validate_profile(profile, src)
     return profile
 

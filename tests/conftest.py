@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated MINITRON_HOME and job_dir per test, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def minitron_home(tmp_path, monkeypatch):
+    home = tmp_path / "mthome"
+    monkeypatch.setenv("MINITRON_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: str | None = None, timeout: float = 120):
+    """Run `python -m launcher.cli ARGS` in a fresh process, as a user would."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+def write_profile(path, **overrides) -> str:
+    """A Slurm profile for tests, as YAML; keys can be overridden."""
+    import yaml
+
+    profile = {
+        "executor": "slurm", "nodes": 1, "gpus_per_node": 8,
+        "gpu": {"model": "H100-80GB", "memory_gib": 80},
+        "partition": "batch", "cpu_partition": "cpu", "job_dir": str(path.parent / "jobdir"),
+        "containers": {"nemo": "nvcr.io/nvidia/nemo:26.02"}, "container": "nemo",
+    }
+    profile.update(overrides)
+    path.write_text(yaml.safe_dump(profile))
+    return str(path)

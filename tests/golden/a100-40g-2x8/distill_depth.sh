@@ -1,0 +1,63 @@
+#!/bin/bash
+# minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_depth (distill)
+# plan: 2 node(s) x 8 GPU(s), TP=2 PP=2 CP=1 DP=4, MBS=1 GBS=128, 30 steps
+# why: TP=2 PP=2 MBS=1: 32.5 of 40 GiB; TP=1 PP=1 MBS=4 needs 211.3 GiB and TP=2 PP=2 MBS=2 needs 48.1 GiB of 36.0 usable; DP=4, 32 accumulation step(s)
+#SBATCH --job-name=mt-distill_depth-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=8
+#SBATCH --gres=gpu:8
+#SBATCH --cpus-per-task=16
+#SBATCH --mem=480G
+#SBATCH --exclusive
+#SBATCH --time=08:00:00
+#SBATCH --partition=gpu
+#SBATCH --account=ml
+#SBATCH --output=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/distill_depth-%j.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=USR1@300
+
+set -uo pipefail
+
+# Values are single-quoted: nothing in them is expanded by the shell.
+export MINITRON_RUN_DIR=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
+export MINITRON_STAGE=distill_depth
+export NCCL_NVLS_ENABLE=0
+export TORCH_NCCL_AVOID_RECORD_STREAMS=1
+# From the submitting shell by name (values never written here): HF_TOKEN HF_HOME
+
+markers=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/markers
+attempt=${SLURM_RESTART_COUNT:-0}
+write_marker() {  # atomic: temp file + rename
+    printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
+}
+write_marker distill_depth.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
+rm -f "$markers"/distill_depth.finished
+
+head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
+export MASTER_ADDR=${MASTER_ADDR:-$head_node}
+export MASTER_PORT=$(( 29500 + SLURM_JOB_ID % 1000 ))
+echo "minitron: stage distill_depth attempt $attempt on $SLURM_JOB_NODELIST (master $MASTER_ADDR:$MASTER_PORT)"
+
+srun --kill-on-bad-exit=1 --wait=60 --mpi=pmi2 \
+    --nodes=2 --ntasks-per-node=8 \
+    --container-image='nvcr.io#nvidia/nemo:26.02' \
+    --container-mounts=/home/user/minitron-runs:/home/user/minitron-runs \
+    --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
+    --no-container-mount-home \
+    --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,TORCH_NCCL_AVOID_RECORD_STREAMS \
+    python -m jobs.distill --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/distill_depth.json
+rc=$?
+
+write_marker distill_depth.finished "$rc"
+if [ "$rc" -eq 85 ]; then
+    if [ "$attempt" -lt 10 ]; then
+        echo "minitron: checkpoint saved before the time limit; continuing (attempt $((attempt + 1)) of 10)"
+        scontrol requeue "$SLURM_JOB_ID" && exit 0
+        echo "minitron: scontrol requeue failed; the stage stops here"
+    else
+        echo "minitron: continuation budget (10) spent; the stage stops here"
+    fi
+fi
+exit "$rc"

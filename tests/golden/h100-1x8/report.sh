@@ -1,0 +1,51 @@
+#!/bin/bash
+# minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report)
+# plan: 1 node(s) x 0 GPU(s)
+# why: CPU only: read the trainers' TensorBoard logs, plot and tabulate val loss
+#SBATCH --job-name=mt-report-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=00:30:00
+#SBATCH --partition=cpu
+#SBATCH --account=my_account
+#SBATCH --qos=normal
+#SBATCH --output=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/report-%j.out
+#SBATCH --open-mode=append
+#SBATCH --no-requeue
+
+set -uo pipefail
+
+# Values are single-quoted: nothing in them is expanded by the shell.
+export MINITRON_RUN_DIR=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
+export MINITRON_STAGE=report
+export NCCL_NVLS_ENABLE=0
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export TORCH_NCCL_AVOID_RECORD_STREAMS=1
+# From the submitting shell by name (values never written here): HF_TOKEN HF_HOME
+
+markers=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/markers
+attempt=${SLURM_RESTART_COUNT:-0}
+write_marker() {  # atomic: temp file + rename
+    printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
+}
+write_marker report.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
+rm -f "$markers"/report.finished
+
+head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
+export MASTER_ADDR=${MASTER_ADDR:-$head_node}
+export MASTER_PORT=$(( 29500 + SLURM_JOB_ID % 1000 ))
+echo "minitron: stage report attempt $attempt on $SLURM_JOB_NODELIST (master $MASTER_ADDR:$MASTER_PORT)"
+
+srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
+    --nodes=1 --ntasks-per-node=1 \
+    --container-image='nvcr.io#nvidia/nemo:26.02' \
+    --container-mounts=/home/user/minitron-runs:/home/user/minitron-runs \
+    --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
+    --no-container-mount-home \
+    --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS \
+    python -m jobs.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json
+rc=$?
+
+write_marker report.finished "$rc"
+exit "$rc"

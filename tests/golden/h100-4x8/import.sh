@@ -1,0 +1,61 @@
+#!/bin/bash
+# minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage import (import)
+# plan: 1 node(s) x 1 GPU(s), TP=1 PP=1 CP=1 DP=1
+# why: convert 15.0 GiB of bf16 weights from hf://meta-llama/Llama-3.1-8B
+#SBATCH --job-name=mt-import-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=1
+#SBATCH --cpus-per-task=112
+#SBATCH --mem=0
+#SBATCH --exclusive
+#SBATCH --time=01:00:00
+#SBATCH --partition=batch
+#SBATCH --account=llm_research
+#SBATCH --qos=normal
+#SBATCH --output=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/import-%j.out
+#SBATCH --open-mode=append
+#SBATCH --no-requeue
+#SBATCH --comment=minitron
+
+set -uo pipefail
+
+# Values are single-quoted: nothing in them is expanded by the shell.
+export MINITRON_RUN_DIR=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
+export MINITRON_STAGE=import
+export HF_HOME=/hf-cache
+export HF_HUB_OFFLINE=0
+export NCCL_IB_TIMEOUT=22
+export NCCL_NVLS_ENABLE=0
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export TORCH_NCCL_AVOID_RECORD_STREAMS=1
+# From the submitting shell by name (values never written here): HF_TOKEN WANDB_API_KEY
+ulimit -l unlimited
+
+markers=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/markers
+attempt=${SLURM_RESTART_COUNT:-0}
+write_marker() {  # atomic: temp file + rename
+    printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
+}
+write_marker import.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
+rm -f "$markers"/import.finished
+
+head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
+export MASTER_ADDR=${MASTER_ADDR:-$head_node}
+export MASTER_PORT=$(( 29500 + SLURM_JOB_ID % 1000 ))
+echo "minitron: stage import attempt $attempt on $SLURM_JOB_NODELIST (master $MASTER_ADDR:$MASTER_PORT)"
+
+srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
+    --nodes=1 --ntasks-per-node=1 \
+    --container-image='nvcr.io#nvidia/nemo:26.02' \
+    --container-mounts=/lustre/fsw/user/minitron-runs:/lustre/fsw/user/minitron-runs,/lustre/fsw/user/hf-cache:/hf-cache,/lustre/fsw/datasets:/datasets:ro \
+    --container-workdir=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
+    --no-container-mount-home \
+    --container-env=HF_HOME,HF_HUB_OFFLINE,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_IB_TIMEOUT,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS,WANDB_API_KEY \
+    --container-writable \
+    python -m jobs.import_ckpt --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/import.json
+rc=$?
+
+write_marker import.finished "$rc"
+exit "$rc"

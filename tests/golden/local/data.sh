@@ -1,0 +1,37 @@
+#!/bin/bash
+# minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage data (data) | local executor
+# plan: 0 GPU(s)
+# why: CPU only: tokenise with 2 workers into Megatron .bin/.idx
+# The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
+# MINITRON_GPUS to the GPUs it assigned.
+set -uo pipefail
+
+# Values are single-quoted: nothing in them is expanded by the shell.
+export MINITRON_RUN_DIR=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
+export MINITRON_STAGE=data
+export NCCL_NVLS_ENABLE=0
+export TORCH_NCCL_AVOID_RECORD_STREAMS=1
+# From the submitting shell by name (values never written here): HF_TOKEN HF_HOME
+
+markers=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/markers
+attempt=${MINITRON_ATTEMPT:-0}
+write_marker() {  # atomic: temp file + rename
+    printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
+}
+write_marker data.started "local-$$ $(hostname) $(date +%s) $attempt"
+rm -f "$markers"/data.finished
+export MASTER_ADDR=127.0.0.1
+export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
+echo "minitron: stage data attempt $attempt on $(hostname)"
+
+cd /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code || exit 1
+python -m jobs.data --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+trap 'kill -USR1 "$child" 2>/dev/null' USR1
+wait "$child"
+rc=$?
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+
+write_marker data.finished "$rc"
+exit "$rc"

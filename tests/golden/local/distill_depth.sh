@@ -1,0 +1,38 @@
+#!/bin/bash
+# minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_depth (distill) | local executor
+# plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1, MBS=4 GBS=8, 40 steps
+# why: TP=1 PP=1 MBS=4: 3.0 of 80 GiB; DP=1, 2 accumulation step(s)
+# The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
+# MINITRON_GPUS to the GPUs it assigned.
+set -uo pipefail
+
+# Values are single-quoted: nothing in them is expanded by the shell.
+export MINITRON_RUN_DIR=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
+export MINITRON_STAGE=distill_depth
+export NCCL_NVLS_ENABLE=0
+export TORCH_NCCL_AVOID_RECORD_STREAMS=1
+# From the submitting shell by name (values never written here): HF_TOKEN HF_HOME
+
+markers=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/markers
+attempt=${MINITRON_ATTEMPT:-0}
+write_marker() {  # atomic: temp file + rename
+    printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
+}
+write_marker distill_depth.started "local-$$ $(hostname) $(date +%s) $attempt"
+rm -f "$markers"/distill_depth.finished
+export CUDA_VISIBLE_DEVICES=${MINITRON_GPUS:-}
+export MASTER_ADDR=127.0.0.1
+export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
+echo "minitron: stage distill_depth attempt $attempt on $(hostname) GPUs ${CUDA_VISIBLE_DEVICES:-none}"
+
+cd /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code || exit 1
+python -m torch.distributed.run --standalone --nproc-per-node=1 -m jobs.distill --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/distill_depth.json &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+trap 'kill -USR1 "$child" 2>/dev/null' USR1
+wait "$child"
+rc=$?
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+
+write_marker distill_depth.finished "$rc"
+exit "$rc"

@@ -1,0 +1,76 @@
+"""Rendered scripts against checked-in goldens (tests/golden/), and `bash -n` on each.
+
+Regenerate after an intended change: UPDATE_GOLDENS=1 pytest tests/test_render.py
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from launcher.local import render_local_script
+from launcher.planner import make_plan
+from launcher.profile import load_profile
+from launcher.recipe import load_recipe
+from launcher.render import render_slurm_script
+from launcher.stageconfig import RunPaths
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+RUN_ID = "minitron-8b-wikitext-20260101-000000-abcd"
+CASES = [("h100-1x8", None), ("h100-4x8", None), ("a100-40g-2x8", None), ("local", "tiny")]
+
+
+@pytest.fixture(autouse=True)
+def fixed_environment(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/user")
+    monkeypatch.setenv("USER", "user")
+
+
+def render_all(profile_name, recipe_name):
+    profile = load_profile(profile_name)
+    recipe = load_recipe(recipe_name)
+    plan = make_plan(profile, recipe)
+    paths = RunPaths(os.path.join(profile.job_dir, "runs", RUN_ID))
+    render = render_slurm_script if profile.executor == "slurm" else render_local_script
+    return {s.name: render(RUN_ID, paths, profile, s) for s in plan.stages}
+
+
+@pytest.mark.parametrize("profile_name, recipe_name", CASES)
+def test_rendered_scripts_match_goldens(profile_name, recipe_name):
+    scripts = render_all(profile_name, recipe_name)
+    folder = os.path.join(GOLDEN, profile_name)
+    if os.environ.get("UPDATE_GOLDENS"):
+        os.makedirs(folder, exist_ok=True)
+        for name, text in scripts.items():
+            with open(os.path.join(folder, f"{name}.sh"), "w") as handle:
+                handle.write(text)
+    assert sorted(os.listdir(folder)) == sorted(f"{n}.sh" for n in scripts)
+    for name, text in scripts.items():
+        with open(os.path.join(folder, f"{name}.sh")) as handle:
+            assert text == handle.read(), f"{profile_name}/{name}.sh differs from its golden"
+
+
+@pytest.mark.parametrize("profile_name, recipe_name", CASES)
+def test_rendered_scripts_are_valid_bash(profile_name, recipe_name):
+    for name, text in render_all(profile_name, recipe_name).items():
+        proc = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{profile_name}/{name}: {proc.stderr}"
+
+
+def test_pyxis_flags_and_gpu_request_styles():
+    scripts = render_all("h100-1x8", None)
+    ft = scripts["finetune"]
+    assert "--container-image='nvcr.io#nvidia/nemo:26.02'" in ft
+    assert "--no-container-mount-home" in ft and "--mpi=pmix" in ft and "#SBATCH --gpus-per-node=8" in ft
+    assert "--container-env=" in ft and "HF_TOKEN" in ft
+    assert "#SBATCH --signal=USR1@300" in ft and "#SBATCH --requeue" in ft
+    data = scripts["data"]
+    assert "#SBATCH --partition=cpu" in data and "gpus-per-node" not in data and "#SBATCH --no-requeue" in data
+    a100 = render_all("a100-40g-2x8", None)["finetune"]
+    assert "#SBATCH --gres=gpu:8" in a100 and "--mpi=pmi2" in a100 and "#SBATCH --nodes=2" in a100
+
+
+def test_bare_metal_profile_has_no_container_flags(tmp_path):
+    scripts = render_all("local", "tiny")
+    assert all("--container" not in s for s in scripts.values())
+    assert "torch.distributed.run --standalone --nproc-per-node=1" in scripts["finetune"]
