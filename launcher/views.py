@@ -101,7 +101,7 @@ def status_table(report: Any) -> None:
         losses = "/".join("-" if v is None else f"{v:.3f}" for v in (s.train_loss, s.val_loss))
         table.add_row(s.name, f"[{style}]{s.state}[/]" if style else s.state, s.job_id or "-", s.reason or "-",
                       f"{_duration(s.elapsed_s)}/{s.time_limit or '-'}", s.nodes or "-",
-                      s.exit_code if s.exit_code is not None else "-", progress,
+                      str(s.exit_code) if s.exit_code is not None else "-", progress,
                       losses if s.step is not None else "-", _duration(s.eta_s))
     console.print(table)
     for s in report.stages:

@@ -1,0 +1,119 @@
+"""`minitron submit/status/logs/cancel/resume` against a real slurmctld + slurmd (tests/integration/)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import pytest
+
+from helpers import Cli, squeue_ids, stages, started_at, write_test_profile, write_test_recipe
+
+TINY_STAGES = ["data", "import", "finetune", "prune_depth", "prune_width", "distill_depth", "distill_width", "report"]
+
+
+@pytest.fixture
+def env(tmp_path, slurm):
+    profile = write_test_profile(tmp_path / "profile.yaml", tmp_path / "jobs")
+    recipe = write_test_recipe(tmp_path / "recipe.yaml")
+    return Cli(slurm, tmp_path / "home"), profile, recipe
+
+
+def test_pipeline_runs_in_dependency_order_with_parallel_branches(env, slurm):
+    cli, profile, recipe = env
+    slow = write_test_recipe(env[2].replace("recipe.yaml", "slow.yaml"),
+                             distill={"steps": 15}, finetune={"steps": 10})
+    sub = cli.submit(profile, slow)
+    run_id, run_dir = sub["run_id"], sub["run_dir"]
+    assert set(sub["jobs"]) == set(TINY_STAGES) and all(j.isdigit() for j in sub["jobs"].values())
+    code, first = cli.status(run_id)
+    assert code == 3
+    pending = [s for s in first["stages"] if s["state"] == "PENDING"]
+    assert any(s["reason"] == "Dependency" for s in pending), first
+    code, report = cli.wait(run_id)
+    assert code == 0, json.dumps(report, indent=1)
+    assert all(s["state"] == "DONE" for s in report["stages"])
+    plan = json.load(open(os.path.join(run_dir, "plan.json")))
+    for stage in plan["stages"]:
+        for parent in stage["depends_on"]:
+            assert started_at(run_dir, stage["name"]) >= started_at(run_dir, parent)
+    # the two students ran side by side: each started before the other finished
+    logs = {name: open(os.path.join(run_dir, "logs", f"{name}-{sub['jobs'][name]}.out")).read()
+            for name in ("distill_depth", "distill_width")}
+    assert all("done after 15 steps" in text for text in logs.values())
+    depth_start, width_start = started_at(run_dir, "distill_depth"), started_at(run_dir, "distill_width")
+    assert abs(depth_start - width_start) < 15 * 0.2, "the depth and width branches did not overlap"
+    # the multi-node fine-tune: 4 nodes × 2 tasks, distinct node ids, one rendezvous address
+    tasks = [json.load(open(os.path.join(run_dir, "work", "finetune", "tasks", f)))
+             for f in os.listdir(os.path.join(run_dir, "work", "finetune", "tasks"))]
+    assert len(tasks) == 8
+    assert {t["SLURM_NODEID"] for t in tasks} == {"0", "1", "2", "3"}
+    assert len({(t["MASTER_ADDR"], t["MASTER_PORT"]) for t in tasks}) == 1
+    progress = stages(report)["finetune"]
+    assert progress["step"] == 10 and progress["total_steps"] == 10 and progress["train_loss"] == pytest.approx(0.5)
+
+
+def test_failed_stage_cancels_dependents_and_resume_reruns_only_what_follows(env, slurm, tmp_path):
+    cli, profile, recipe = env
+    jobs_dir = tmp_path / "jobs" / "runs"
+    sub = cli.submit(profile, recipe)
+    run_id, run_dir = sub["run_id"], sub["run_dir"]
+    open(os.path.join(run_dir, "fail-import"), "w").close()  # before the import starts
+    code, report = cli.wait(run_id, until=lambda c, r: all(
+        s["state"] not in ("PENDING", "RUNNING") for s in r["stages"]))
+    assert code == 4
+    by = stages(report)
+    assert by["data"]["state"] == "DONE"
+    assert by["import"]["state"] == "FAILED" and by["import"]["exit_code"] == 3
+    assert any("failing on purpose" in line for line in by["import"]["log_tail"])
+    for name in ("finetune", "prune_depth", "prune_width", "distill_depth", "distill_width", "report"):
+        assert by[name]["state"] == "CANCELLED", (name, by[name])
+    assert not squeue_ids(slurm) & set(sub["jobs"].values()), "dependents left pending forever"
+    human = cli("status", run_id)
+    assert "FAILED" in human.stdout and "failing on purpose" in human.stdout
+    os.remove(os.path.join(run_dir, "fail-import"))
+    resumed = cli("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    state = json.load(open(os.path.join(run_dir, "state.json")))
+    assert state["stages"]["data"]["job_id"] == sub["jobs"]["data"]          # done: not resubmitted
+    assert state["stages"]["import"]["job_id"] != sub["jobs"]["import"]  # failed: resubmitted
+    code, report = cli.wait(run_id)
+    assert code == 0 and all(s["state"] == "DONE" for s in report["stages"])
+    assert len(state["stages"]["report"]["attempts"]) == 2
+
+
+def test_cancel_a_stage_cancels_it_and_everything_downstream(env, slurm):
+    cli, profile, recipe = env
+    slow = write_test_recipe(env[2].replace("recipe.yaml", "slow.yaml"), finetune={"steps": 25})
+    sub = cli.submit(profile, slow)
+    run_id = sub["run_id"]
+    proc = cli("cancel", run_id, "prune_width")
+    assert proc.returncode == 0, proc.stderr
+    code, report = cli.wait(run_id, until=lambda c, r: all(
+        s["state"] not in ("PENDING", "RUNNING") for s in r["stages"]))
+    by = stages(report)
+    assert code == 4
+    for name in ("prune_width", "distill_width", "report"):
+        assert by[name]["state"] == "CANCELLED", (name, by[name])
+    for name in ("data", "import", "finetune", "prune_depth", "distill_depth"):
+        assert by[name]["state"] == "DONE", (name, by[name])
+    assert cli("resume", run_id).returncode == 0
+    code, report = cli.wait(run_id)
+    assert code == 0
+
+
+def test_time_limit_signal_checkpoint_and_continuation(env, slurm, tmp_path):
+    _, profile, _ = env
+    cli = Cli(slurm, tmp_path / "home", {"MT_STEP_SECONDS": "2"})  # sbatch passes it to the job
+    recipe = write_test_recipe(tmp_path / "timed.yaml", finetune={"steps": 45, "time": "00:02:00"})
+    sub = cli.submit(profile, recipe, "--set", "students=[depth]")
+    run_id, run_dir = sub["run_id"], sub["run_dir"]
+    code, report = cli.wait(run_id, timeout=600)
+    assert code == 0, json.dumps(report, indent=1)
+    log = open(os.path.join(run_dir, "logs", f"finetune-{sub['jobs']['finetune']}.out")).read()
+    assert "SIGUSR1 → checkpoint" in log and "continuing (attempt 1" in log
+    assert "done after 45 steps" in log
+    attempt = int(open(os.path.join(run_dir, "markers", "finetune.started")).read().split()[3])
+    assert attempt >= 1
