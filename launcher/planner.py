@@ -163,6 +163,11 @@ class Planner:
         key = f"stages.{sp.kind}"
         recipe, profile = self.recipe, self.profile
         gpn = self._need_gpus(key)
+        if st.gpus_per_node:
+            if st.gpus_per_node > gpn:
+                raise self.recipe.error(f"{key}.gpus_per_node", f"gpus_per_node={st.gpus_per_node} exceeds the "
+                                        f"profile's gpus_per_node={gpn}")
+            gpn = st.gpus_per_node
         nodes = st.nodes or profile.nodes
         if nodes > profile.nodes:
             raise self.recipe.error(f"{key}.nodes", f"nodes={nodes} exceeds the profile's nodes={profile.nodes}")

@@ -144,6 +144,7 @@ class ClusterProfile:
     signal_lead_s: int = field(300, min=30, doc="seconds before the time limit the job is told to checkpoint")
     max_continuations: int = field(10, min=0, doc="time-limit continuations of one training stage")
     master_port: int = field(29500, min=1024, max=65000)
+    local_parallel: bool = field(False, doc="local executor: run independent stages at once when GPUs are free")
 
     # filled in by load_profile
     source: str = field("")

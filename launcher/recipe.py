@@ -111,6 +111,7 @@ class TrainStage(StageSettings):
     adam_beta2: float = field(0.95, min=0, max=1)
     clip_grad: float = field(1.0, min=0)
     nodes: Optional[int] = field(None, min=1, doc="default: every node of the profile")
+    gpus_per_node: Optional[int] = field(None, min=1, doc="default: every GPU of a node")
     tp: Optional[int] = field(None, min=1, doc="default: the planner's choice")
     pp: Optional[int] = field(None, min=1)
     cp: int = field(1, min=1)

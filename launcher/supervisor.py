@@ -1,0 +1,205 @@
+"""The local executor's supervisor: a detached process that walks one run's stage graph on this machine.
+
+It starts each queued stage's script when the stage's dependencies are done (and, with
+`local_parallel`, when the GPUs it needs are free), each in its own process group with its own
+CUDA_VISIBLE_DEVICES, cancels dependents when a stage fails, and records everything in
+`RUN_DIR/local/supervisor.json` (atomic writes), which `minitron status` reads. Started by
+`minitron submit`/`resume` as `python -m launcher.supervisor RUN_DIR STAGE...`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .registry import Run, write_json
+from .render import CONTINUE_EXIT_CODE
+from .status import read_markers
+
+POLL_S = 0.5
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+def local_dir(run: Run) -> str:
+    return os.path.join(run.dir, "local")
+
+
+def supervisor_file(run: Run) -> str:
+    return os.path.join(local_dir(run), "supervisor.json")
+
+
+def cancel_request(run: Run, stage: str) -> str:
+    return os.path.join(local_dir(run), f"cancel-{stage}")
+
+
+def read_supervisor(run: Run) -> dict[str, Any]:
+    try:
+        with open(supervisor_file(run), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def kill_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM the stage's process group, then SIGKILL whatever is left after the grace period."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + grace_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Supervisor:
+    def __init__(self, run: Run, queue: list[str], generation: str):
+        self.run = run
+        self.plan = {s["name"]: s for s in run.load_plan()["stages"]}
+        self.order = [s for s in self.plan if s in queue]
+        self.profile = run.load_profile()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.gpus = ([g for g in visible.split(",") if g] if visible
+                     else [str(i) for i in range(self.profile.gpus_per_node)])
+        self.children: dict[str, subprocess.Popen] = {}
+        previous = read_supervisor(run).get("stages", {})
+        self.stages: dict[str, dict[str, Any]] = {}
+        for name in self.order:
+            old = previous.get(name, {})
+            if old.get("state") == "RUNNING" and pid_alive(old.get("pid")):
+                self.stages[name] = {**old, "adopted": True}  # outlived a killed supervisor
+            else:
+                self.stages[name] = {"job_id": f"{generation}-{name}", "state": "PENDING", "reason": "Dependency",
+                                     "attempt": 0}
+        self.state = {"pid": os.getpid(), "started": time.time(), "generation": generation, "stages": self.stages}
+
+    def save(self) -> None:
+        write_json(supervisor_file(self.run), self.state)
+
+    def deps_state(self, name: str) -> str:
+        """done | wait | broken for the stage's dependencies."""
+        result = "done"
+        for dep in self.plan[name]["depends_on"]:
+            if dep in self.stages:
+                dep_state = self.stages[dep]["state"]
+                if dep_state in ("FAILED", "CANCELLED"):
+                    return "broken"
+                if dep_state != "COMPLETED":
+                    result = "wait"
+            elif not read_markers(self.run, dep).complete:
+                return "broken"
+        return result
+
+    def free_gpus(self) -> list[str]:
+        busy = {g for s in self.stages.values() if s["state"] == "RUNNING" for g in s.get("gpus", [])}
+        return [g for g in self.gpus if g not in busy]
+
+    def start(self, name: str, gpus: list[str]) -> None:
+        entry = self.stages[name]
+        log = open(os.path.join(self.run.paths.logs, f"{name}.log"), "ab")
+        env = dict(os.environ, MINITRON_GPUS=",".join(gpus), MINITRON_ATTEMPT=str(entry["attempt"]),
+                   MINITRON_MASTER_PORT=str(self.profile.master_port + len(self.children) % 100))
+        child = subprocess.Popen(["bash", self.run.paths.script(name)], stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.close()
+        self.children[name] = child
+        entry.update(state="RUNNING", reason=None, pid=child.pid, pgid=child.pid, gpus=gpus, start=time.time(),
+                     end=None, exit_code=None)
+
+    def finish(self, name: str, code: int | None) -> None:
+        entry = self.stages[name]
+        entry.update(end=time.time(), exit_code=code, pid=None)
+        if os.path.exists(cancel_request(self.run, name)):
+            entry.update(state="CANCELLED", reason="cancelled by user")
+        elif code == CONTINUE_EXIT_CODE and entry["attempt"] < self.profile.max_continuations:
+            entry.update(state="PENDING", reason="continuation", attempt=entry["attempt"] + 1)
+        elif code == 0 and read_markers(self.run, name).complete:
+            entry.update(state="COMPLETED")
+        else:
+            entry.update(state="FAILED", reason="exited non-zero" if code else "outputs incomplete")
+
+    def poll_running(self) -> None:
+        for name, entry in self.stages.items():
+            if entry["state"] != "RUNNING":
+                continue
+            child = self.children.get(name)
+            if child is not None:
+                code = child.poll()
+                if code is not None:
+                    self.children.pop(name)
+                    self.finish(name, code)
+            elif not pid_alive(entry.get("pid")):  # adopted from a killed supervisor
+                self.finish(name, read_markers(self.run, name).finished_rc)
+
+    def schedule(self) -> None:
+        running = [s for s in self.stages.values() if s["state"] == "RUNNING"]
+        for name in self.order:
+            entry = self.stages[name]
+            if entry["state"] != "PENDING":
+                continue
+            if os.path.exists(cancel_request(self.run, name)):
+                entry.update(state="CANCELLED", reason="cancelled by user")
+                continue
+            deps = self.deps_state(name)
+            if deps == "broken":
+                entry.update(state="CANCELLED", reason="DependencyNeverSatisfied")
+                continue
+            if deps == "wait":
+                entry["reason"] = "Dependency"
+                continue
+            need = int(self.plan[name]["gpus_per_node"])
+            free = self.free_gpus()
+            if (running and not self.profile.local_parallel) or need > len(free):
+                entry["reason"] = "Resources"
+                continue
+            self.start(name, free[:need])
+            running.append(entry)
+
+    def loop(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        while True:
+            self.poll_running()
+            self.schedule()
+            self.save()
+            if all(s["state"] in TERMINAL for s in self.stages.values()):
+                return 0
+            time.sleep(POLL_S)
+
+
+def main(argv: list[str]) -> int:
+    run_dir, generation, *queue = argv
+    supervisor = Supervisor(Run(run_dir), queue, generation)
+    supervisor.save()
+    return supervisor.loop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
