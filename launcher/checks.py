@@ -114,8 +114,9 @@ def local_checks(profile: ClusterProfile) -> list[Check]:
 
 
 def run_checks(profile_arg: str | None) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from .views import console
 
     profile = load_profile(profile_arg)
     checks = common_checks(profile)
@@ -126,5 +127,5 @@ def run_checks(profile_arg: str | None) -> int:
     style = {"ok": "green", "warn": "yellow", "FAIL": "red"}
     for check in checks:
         table.add_row(check.name, f"[{style[check.result]}]{check.result}[/]", check.detail)
-    Console(highlight=False).print(table)
+    console().print(table)
     return EXIT_CHECK_FAILED if any(c.result == "FAIL" for c in checks) else 0

@@ -150,7 +150,7 @@ def stage_status(run: Run, name: str, job_id: str | None, info: JobInfo | None, 
     if info is not None:
         status.state, status.reason, status.elapsed_s = info.state, info.reason, info.elapsed_s
         status.nodes, status.exit_code, status.source = info.nodes, info.exit_code, info.source
-        status.time_limit = info.time_limit or time_limit
+        status.time_limit = time_limit or info.time_limit  # the planned limit, in one format
     if status.state == "COMPLETING":
         status.state = "RUNNING"
     live = info is not None and info.live

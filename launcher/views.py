@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 
-def _console() -> Any:
+def console() -> Any:
     import sys
 
     from rich.console import Console
@@ -47,29 +47,29 @@ def plan_table(plan: Any, profile: Any) -> None:
             str(s.steps) if s.steps is not None else "-",
             _tokens(s.tokens), mem, s.partition or "-", s.container or "none", s.time_limit,
             _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-")
-    console = _console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for s in plan.stages:
-        console.print(f"  [bold]{s.name}[/]: {s.why}")
+        out.print(f"  [bold]{s.name}[/]: {s.why}")
     data = plan.to_json()
-    console.print(f"critical path ≈ {_hours(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
+    out.print(f"critical path ≈ {_hours(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
                   f"(throughput model; see benchmarks/RESULTS.md)")
 
 
 def submission_table(run: Any, state: Any, dry_run: bool) -> None:
     from rich.table import Table
 
-    console = _console()
-    table = Table(title=f"run {run.id}" + (" (dry run: nothing submitted)" if dry_run else ""),
-                  title_justify="left")
+    out = console()
+    out.print(f"run [bold]{run.id}[/]" + (" (dry run: nothing submitted)" if dry_run else ""))
+    table = Table()
     table.add_column("stage")
     table.add_column("job id" if not dry_run else "script")
     for name, stage in state.stages.items():
         table.add_row(name, run.paths.script(name) if dry_run else (stage.job_id or "-"))
-    console.print(table)
-    console.print(f"run directory: {run.dir}")
+    out.print(table)
+    out.print(f"run directory: {run.dir}")
     if not dry_run:
-        console.print(f"watch it: minitron status {run.id} --watch")
+        out.print(f"watch it: minitron status {run.id} --watch")
 
 
 STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red", "CANCELLED": "red",
@@ -89,7 +89,7 @@ def _duration(seconds: float | None) -> str:
 def status_table(report: Any) -> None:
     from rich.table import Table
 
-    console = _console()
+    out = console()
     table = Table(title=f"run {report.run_id}: {report.overall}  ({time.strftime('%H:%M:%S')})",
                   title_justify="left")
     for col in ("stage", "state", "job", "reason", "elapsed/limit", "nodes", "exit", "progress", "loss (train/val)",
@@ -103,14 +103,14 @@ def status_table(report: Any) -> None:
                       f"{_duration(s.elapsed_s)}/{s.time_limit or '-'}", s.nodes or "-",
                       str(s.exit_code) if s.exit_code is not None else "-", progress,
                       losses if s.step is not None else "-", _duration(s.eta_s))
-    console.print(table)
+    out.print(table)
     for s in report.stages:
         if s.state in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY") and s.log_tail:
-            console.print(f"[red]{s.name}[/] last log lines ({s.log_path}):")
+            out.print(f"[red]{s.name}[/] last log lines ({s.log_path}):")
             for line in s.log_tail:
-                console.print(f"    {line}", markup=False)
+                out.print(f"    {line}", markup=False)
     for note in report.notes:
-        console.print(f"[dim]{note}[/]")
+        out.print(f"[dim]{note}[/]")
 
 
 def runs_table(rows: list[dict[str, Any]]) -> None:
@@ -122,4 +122,4 @@ def runs_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         table.add_row(row["run_id"], row["executor"], time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])),
                       row["status"], str(row["stages"]), row["dir"])
-    _console().print(table)
+    console().print(table)
