@@ -47,10 +47,11 @@ class Shape:
     num_query_groups: int
     vocab_size: int
     tie_embeddings: bool = False
+    head_dim: int = 0  # 0: hidden/heads; width pruning keeps the teacher's head size
 
     @property
     def kv_channels(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.head_dim or self.hidden_size // self.num_attention_heads
 
     def layer_params(self) -> int:
         h, f = self.hidden_size, self.ffn_hidden_size
@@ -126,12 +127,13 @@ def layer_activation_bytes(shape: Shape, lay: Layout) -> float:
     h, f, t = shape.hidden_size, shape.ffn_hidden_size, lay.tp
     if lay.recompute == "full":
         return 2 * s * b * h / (t if lay.sequence_parallel else 1)
-    kv_ratio = shape.num_query_groups / shape.num_attention_heads
+    q_width = shape.num_attention_heads * shape.kv_channels
+    kv_width = 2 * shape.num_query_groups * shape.kv_channels
     # Norm inputs/outputs: replicated across TP ranks unless sequence parallel shards them.
     norm_terms = 2 * s * b * h * 4
     norm_terms /= t if lay.sequence_parallel else 1
     # Q, K, V, attention output, projection input; SwiGLU fc1 out (2f), activation out (f).
-    linear_terms = s * b * (2 * h * (1 + 2 * kv_ratio) + 2 * h + 2 * h + 2 * 2 * f + 2 * f) / t
+    linear_terms = s * b * (2 * (q_width + kv_width) + 2 * q_width + 2 * q_width + 2 * 2 * f + 2 * f) / t
     attention_core = 0.0
     if lay.attention == "unfused" and lay.recompute != "selective":
         heads = shape.num_attention_heads / t

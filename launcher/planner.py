@@ -101,7 +101,8 @@ def student_shape(recipe: Recipe, pruning: str) -> mm.Shape:
     return mm.Shape(layers, spec.target_hidden_size or t.hidden_size,
                     spec.target_ffn_hidden_size or t.ffn_hidden_size,
                     spec.target_num_attention_heads or t.num_attention_heads,
-                    spec.target_num_query_groups or t.num_query_groups, t.vocab_size, t.tie_embeddings)
+                    spec.target_num_query_groups or t.num_query_groups, t.vocab_size, t.tie_embeddings,
+                    head_dim=t.kv_channels)
 
 
 def _divisors(n: int) -> list[int]:
