@@ -1,0 +1,86 @@
+"""Prune stage: depth (`prune.drop_layers`, 1-indexed) or width (`prune.target_*`) pruning of the
+fine-tuned teacher with NeMo's `PruningConfig` / `prune_language_model` / `save_pruned_model`.
+
+This is `llm.prune` step by step, because `llm.prune` always builds ModelOpt's TE-based layer spec:
+with Transformer Engine we set that same spec (NeMo's `_set_gpt_mamba_modelopt_spec`), without it
+the model keeps megatron-core's local spec and torch's RMSNorm is registered with ModelOpt. The
+restore (`_setup_trainer_and_restore_model`), the calibration forward loop over training data
+(`num_train_samples`, GBS = MBS as `llm.prune` requires) and the save are NeMo's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from jobs import common
+
+CALIBRATION_SEED = 1234
+
+
+@dataclass
+class Plan:
+    model: Any
+    trainer: Any
+    data: Any
+    pruning_config: Any
+
+
+def pruning_config(prune: dict):
+    from nemo.collections.llm.modelopt import PruningConfig
+
+    if prune.get("drop_layers"):
+        return PruningConfig(drop_layers=list(prune["drop_layers"]))
+    return PruningConfig(**{k: prune[k] for k in common.PRUNE_TARGETS if prune.get(k) is not None})
+
+
+def build(cfg: common.StageConfig) -> Plan:
+    from jobs import nemo_parts
+
+    precision = nemo_parts.default_precision()
+    model = nemo_parts.load_model(cfg.inputs["model"], seq_length=common.seq_length(cfg), sequence_parallel=False)
+    if common.te_available():
+        from nemo.collections.llm.modelopt.model_utils import _set_gpt_mamba_modelopt_spec
+
+        _set_gpt_mamba_modelopt_spec(model.config)
+    else:
+        nemo_parts.register_torch_rmsnorm()
+    del model.optim  # inference only, as NeMo's loader does: no optimizer or DDP setup
+    mbs = cfg.batch["micro_batch_size"]
+    steps = max(1, cfg.prune["num_train_samples"] // mbs)
+    strategy = nemo_parts.strategy(
+        cfg, precision, sequence_parallel=False, ckpt_load_optimizer=False, ckpt_parallel_save_optim=False,
+        setup_optimizers=False, ddp="pytorch", replace_progress_bar=False,
+    )
+    trainer = nemo_parts.trainer(cfg, strategy, precision, max_steps=steps, limit_val_batches=steps,
+                                 val_check_interval=steps, logger=False)
+    return Plan(model=model, trainer=trainer,
+                data=nemo_parts.data_module(cfg, model.tokenizer, mbs, mbs, CALIBRATION_SEED),
+                pruning_config=pruning_config(cfg.prune))
+
+
+def run(cfg: common.StageConfig) -> None:
+    from nemo.collections.llm.inference.base import _setup_trainer_and_restore_model
+    from nemo.collections.llm.modelopt import prune_language_model, save_pruned_model
+
+    from jobs import nemo_parts
+
+    plan = build(cfg)
+    _setup_trainer_and_restore_model(cfg.inputs["model"], plan.trainer, plan.model)
+    plan.trainer.strategy.restore_config = None  # weights are in; calibration must not reload them
+    cfg.stage_dir.mkdir(parents=True, exist_ok=True)
+    # NeMo's calibration loop (llm.validate without a logger) writes ./nemo_experiments: keep it in the stage dir.
+    with contextlib.chdir(cfg.stage_dir):
+        prune_language_model(plan.model, plan.pruning_config, plan.data, plan.trainer)
+    save_pruned_model(plan.trainer, cfg.outputs["model"])
+    nemo_parts.teardown(plan.trainer)
+
+
+def main(argv=None) -> int:
+    return common.run_stage("prune", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Shared setup of the stage-job tests.
+
+Tests marked `nemo` import NeMo 2 (~27 s cold) and run its training code on the CPU through the
+test-only device shim (cpu_shim.py); they share one import and one tiny pipeline run per session.
+Deselect them with `-m "not nemo"`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # `import jobs` must find the real package, whatever pytest put on sys.path
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "nemo: imports NeMo 2 and runs stage jobs in-process on the CPU (slow)")
+
+
+@pytest.fixture(scope="session")
+def nemo_cpu():
+    """NeMo imported once, with CUDA placement redirected to the CPU."""
+    import cpu_shim
+
+    cpu_shim.install()
+    import nemo.collections.llm  # noqa: F401
