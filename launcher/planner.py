@@ -3,7 +3,8 @@
 Rules (from the tutorial and Megatron): world = nodes × GPUs = TP·PP·CP·DP; TP stays inside a node
 and divides the heads and query groups; PP divides the layers; GBS is a multiple of MBS·DP. The
 smallest TP, then PP, whose memory estimate fits is chosen; the recipe's micro-batch is the largest
-tried. Pruning runs at TP=1 with PP over one node's GPUs; data prep and the report are CPU-only.
+tried. Pruning runs at TP=1 with PP over one node's GPUs; the report evaluates every model on one node
+(TP=1, data-parallel); data prep is CPU-only.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ class Planner:
             self._plan_training(base, settings)
         elif node.kind == "prune":
             self._plan_prune(base, settings)
+        elif node.kind == "report":
+            self._plan_report(base, settings)
         elif node.kind in ("import", "export"):
             self._plan_conversion(base, settings)
         else:
@@ -332,6 +335,35 @@ class Planner:
                   + (f"; {st.num_train_samples} calibration samples at batch {st.micro_batch_size}" if calibrates
                      else "; no calibration"))
 
+    def _plan_report(self, sp: StagePlan, st: Any) -> None:
+        """Validation of every model on the same batches as the trainers: data-parallel forward passes
+        over one node, TP=1, the smallest PP that fits the teacher."""
+        if self.profile.gpus_per_node == 0:
+            return self._plan_cpu(sp, st)
+        gpn = self.profile.gpus_per_node
+        shape = teacher_shape(self.recipe)
+        ft = self.recipe.settings("finetune")
+        seq = ft.seq_length or self.recipe.data.seq_length
+        for pp in (d for d in _divisors(shape.num_layers) if d <= gpn and gpn % d == 0):
+            est = mm.inference_memory(shape, pp, 1, seq, self.profile.attention)
+            if est.total <= self.usable:
+                break
+        else:
+            raise self.recipe.error("stages.report", f"evaluating the teacher needs {_gib(est.total)} GiB per GPU "
+                                    f"even at PP={pp}, more than {_gib(self.usable)} usable")
+        dp = gpn // pp
+        gbs = ft.global_batch_size if ft.global_batch_size % dp == 0 else dp
+        models = 2 + 2 * len(self.recipe.students)
+        tokens = models * ft.limit_val_batches * gbs * seq
+        sp.nodes, sp.gpus_per_node, sp.tp, sp.pp, sp.dp = 1, gpn, 1, pp, dp
+        sp.micro_batch_size, sp.global_batch_size, sp.grad_accum = 1, gbs, gbs // dp
+        sp.seq_length, sp.tokens = seq, tokens
+        sp.est_memory_gib, sp.gpu_memory_gib, sp.memory_breakdown = _gib(est.total), self.gpu_gib, est.gib()
+        sp.est_hours = tokens * mm.forward_flops_per_token(shape, seq) / (gpn * self.tflops * 1e12) / 3600 \
+            + STARTUP_HOURS["report"] * models
+        sp.why = (f"TP=1 PP={pp} DP={dp}: validation loss of {models} models on {ft.limit_val_batches} batches of "
+                  f"{gbs}, then plots from the trainers' TensorBoard logs")
+
     def _plan_conversion(self, sp: StagePlan, st: Any) -> None:
         shape = teacher_shape(self.recipe)
         gpus = getattr(st, "gpus", 1) if self.profile.gpus_per_node else 0
@@ -355,7 +387,7 @@ class Planner:
             sp.why = f"CPU only: tokenise with {self.recipe.data.workers} workers into Megatron .bin/.idx"
         else:
             sp.est_hours = STARTUP_HOURS[sp.kind]
-            sp.why = "CPU only: read the trainers' TensorBoard logs, plot and tabulate val loss"
+            sp.why = "CPU only: plots and tables from the trainers' TensorBoard logs"
 
     def _partition(self, sp: StagePlan, st: Any) -> str | None:
         if self.profile.executor == "local":

@@ -59,7 +59,7 @@ def build_stage_config(run_id: str, paths: RunPaths, recipe: Recipe, plan: Plan,
         "stage": sp.name,
         "kind": sp.kind,
         "markers_dir": paths.markers,
-        "work_dir": paths.stage_work(sp.name),
+        "work_dir": paths.work,
         "tokenizer": {
             "path_or_id": os.path.join(data_dir, "tokenizer") if tokenizer_trained else m.tokenizer,
             "train_bpe_vocab": int(m.tokenizer[4:]) if tokenizer_trained else None,
@@ -126,9 +126,9 @@ def build_stage_config(run_id: str, paths: RunPaths, recipe: Recipe, plan: Plan,
                            "seq_length": sp.seq_length}
     elif kind == "report":
         students = {name: [f"prune_{name}", f"distill_{name}"] for name in recipe.students}
-        config["report"] = {"stages": {"teacher": "finetune", "finetune": "finetune", "students": students},
-                            "log_dirs": {s.name: os.path.join(paths.stage_work(s.name), "logs")
-                                         for s in plan.stages if s.kind in ("finetune", "distill")}}
+        teacher = None if m.source.startswith("nemo:") else "import"
+        config["report"] = {"stages": {"teacher": teacher, "finetune": "finetune", "students": students},
+                            "limit_val_batches": recipe.settings("finetune").limit_val_batches}
         config["inputs"] = {"data": data_dir}
         config["outputs"] = {"report_dir": work, "summary_json": os.path.join(work, "summary.json"),
                              "summary_md": os.path.join(work, "summary.md"),

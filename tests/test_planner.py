@@ -26,9 +26,11 @@ def check_invariants(plan, profile, recipe):
     for s in plan.stages:
         assert set(s.depends_on) <= seen, f"{s.name} planned before its dependencies"
         seen.add(s.name)
-        if s.kind in ("data", "report"):
+        if s.kind == "data":
             assert s.gpus_per_node == 0
             continue
+        if s.kind == "report":  # evaluates every model: TP=1, one node, data-parallel batches
+            assert s.tp == 1 and s.nodes == 1 and s.global_batch_size % (s.micro_batch_size * s.dp) == 0
         if s.gpus_per_node == 0:
             continue
         world = s.nodes * s.gpus_per_node

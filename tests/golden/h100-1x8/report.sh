@@ -1,12 +1,16 @@
 #!/bin/bash
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report)
-# plan: 1 node(s) x 0 GPU(s)
-# why: CPU only: read the trainers' TensorBoard logs, plot and tabulate val loss
+# plan: 1 node(s) x 8 GPU(s), TP=1 PP=1 CP=1 DP=8, MBS=1 GBS=128
+# why: TP=1 PP=1 DP=8: validation loss of 6 models on 5 batches of 128, then plots from the trainers' TensorBoard logs
 #SBATCH --job-name=mt-report-minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --nodes=1
-#SBATCH --ntasks-per-node=1
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=12
+#SBATCH --mem=0
+#SBATCH --exclusive
 #SBATCH --time=00:30:00
-#SBATCH --partition=cpu
+#SBATCH --partition=batch
 #SBATCH --account=my_account
 #SBATCH --qos=normal
 #SBATCH --output=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/report-%j.out
@@ -38,7 +42,7 @@ export MASTER_PORT=$(( 29500 + SLURM_JOB_ID % 1000 ))
 echo "minitron: stage report attempt $attempt on $SLURM_JOB_NODELIST (master $MASTER_ADDR:$MASTER_PORT)"
 
 srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
-    --nodes=1 --ntasks-per-node=1 \
+    --nodes=1 --ntasks-per-node=8 \
     --container-image='nvcr.io#nvidia/nemo:26.02' \
     --container-mounts=/home/user/minitron-runs:/home/user/minitron-runs \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \

@@ -1,7 +1,7 @@
 #!/bin/bash
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report) | local executor
-# plan: 0 GPU(s)
-# why: CPU only: read the trainers' TensorBoard logs, plot and tabulate val loss
+# plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1, MBS=1 GBS=8
+# why: TP=1 PP=1 DP=1: validation loss of 6 models on 4 batches of 8, then plots from the trainers' TensorBoard logs
 # The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
 # MINITRON_GPUS to the GPUs it assigned.
 set -uo pipefail
@@ -20,12 +20,13 @@ write_marker() {  # atomic: temp file + rename
 }
 write_marker report.started "local-$$ $(hostname) $(date +%s) $attempt"
 rm -f "$markers"/report.finished
+export CUDA_VISIBLE_DEVICES=${MINITRON_GPUS:-}
 export MASTER_ADDR=127.0.0.1
 export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
-echo "minitron: stage report attempt $attempt on $(hostname)"
+echo "minitron: stage report attempt $attempt on $(hostname) GPUs ${CUDA_VISIBLE_DEVICES:-none}"
 
 cd /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code || exit 1
-python -m jobs.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json &
+python -m torch.distributed.run --standalone --nproc-per-node=1 -m jobs.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 trap 'kill -USR1 "$child" 2>/dev/null' USR1
