@@ -20,12 +20,12 @@ def main() -> None:
     peak = json.load(open(os.path.join(args.dir, "peak.json")))["bf16_matmul_tflops"]
     print(f"\n### Planner on {args.card} ({time.strftime('%Y-%m-%d')})\n")
     print(f"Stack: {next((r['stack'] for r in rows if 'stack' in r), '?')}. bf16 matmul peak measured in the same "
-          f"call: {peak} TFLOP/s per GPU. Random weights, synthetic tokens; seq {rows[0].get('seq')}, "
-          f"GBS {rows[0].get('gbs')}.\n")
-    for job in sorted({(r["shape"], r.get("teacher")) for r in rows}, key=str):
-        group = [r for r in rows if (r["shape"], r.get("teacher")) == job]
+          f"call: {peak} TFLOP/s per GPU. Random weights, synthetic tokens; GBS "
+          f"{next((r['gbs'] for r in rows if 'gbs' in r), '?')}.\n")
+    for job in sorted({(r["shape"], r.get("teacher"), r.get("seq")) for r in rows}, key=str):
+        group = [r for r in rows if (r["shape"], r.get("teacher"), r.get("seq")) == job]
         best = max((r["tokens_per_s_per_gpu"] for r in group if r.get("ok")), default=None)
-        title = f"{job[0]} fine-tune" if not job[1] else f"distill {job[1]} → {job[0]}"
+        title = (f"{job[0]} fine-tune" if not job[1] else f"distill {job[1]} → {job[0]}") + f", seq {job[2]}"
         print(f"**{title}**\n")
         print("| TP | PP | DP | MBS | planner | step s | tok/s/GPU | model TFLOP/s/GPU | % of bf16 peak | "
               "% of best | peak alloc GiB | peak reserved GiB | estimate GiB | estimate error |")

@@ -127,6 +127,10 @@ class Planner:
         return Plan(recipe=self.recipe.name, profile=self.profile.source, executor=self.profile.executor,
                     stages=stages)
 
+    def plan_stage(self, name: str) -> StagePlan:
+        """One stage alone, e.g. for a benchmark of a GPU that could not hold the other stages."""
+        return self._plan_stage(next(n for n in stage_graph(self.recipe) if n.name == name))
+
     # -- per kind ------------------------------------------------------------------------------
     def _plan_stage(self, node: StageNode) -> StagePlan:
         settings = self.recipe.settings(node.kind)
