@@ -75,7 +75,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_once(run, as_json: bool) -> tuple[int, object]:
+def _status_once(run) -> tuple[int, object]:
     from .submission import query
 
     state = run.load_state()
@@ -89,16 +89,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     run = resolve_run(args.run)
     if args.watch and not args.json:
-        from .views import status_table
-        code = EXIT_RUNNING
+        from .views import console, status_table
         while True:
-            code, report = _status_once(run, False)
-            os.system("clear" if sys.stdout.isatty() else "true")
+            code, report = _status_once(run)
+            if sys.stdout.isatty():
+                console().clear()
             status_table(report)
             if code != EXIT_RUNNING:
                 return code
             time.sleep(args.watch)
-    code, report = _status_once(run, args.json)
+    code, report = _status_once(run)
     if args.json:
         print_json(report.to_json())
     else:
@@ -151,7 +151,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 sys.stdout.write(line)
                 sys.stdout.flush()
                 continue
-            code, _ = _status_once(run, True)
+            code, _ = _status_once(run)
             if code != EXIT_RUNNING:
                 return 0
             time.sleep(1.0)

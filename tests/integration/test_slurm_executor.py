@@ -51,6 +51,8 @@ def test_pipeline_runs_in_dependency_order_with_parallel_branches(env, slurm):
     assert len(tasks) == 8
     assert {t["SLURM_NODEID"] for t in tasks} == {"0", "1", "2", "3"}
     assert len({(t["MASTER_ADDR"], t["MASTER_PORT"]) for t in tasks}) == 1
+    logs = cli("logs", run_id, "finetune")
+    assert logs.returncode == 0 and "MINITRON_PROGRESS step=10 total=10" in logs.stdout
     progress = stages(report)["finetune"]
     assert progress["step"] == 10 and progress["total_steps"] == 10 and progress["train_loss"] == pytest.approx(0.5)
 
