@@ -28,7 +28,7 @@ class UserError(Exception):
         text = f"{': '.join(where)}: {self.message}" if where else self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input held
 
 
 class SlurmError(Exception):

@@ -60,4 +60,4 @@ def prepare_run(inputs: Inputs, plan: Plan | None = None) -> Run:
     paths = RunPaths(os.path.join(runs_root(inputs.profile.job_dir), run_id))
     files = render_run_files(run_id, paths, inputs, plan)
     return create_run(inputs.profile.job_dir, run_id, files, [s.name for s in plan.stages],
-                      inputs.profile.executor)
+                      inputs.profile.executor, source=inputs.profile.source)

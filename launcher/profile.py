@@ -19,6 +19,7 @@ DEFAULT_PROFILE = "h100-1x8"
 SAFE_DIRECTIVE = re.compile(r"^[A-Za-z0-9._:/@+,=%-]+$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|_KEY$|CREDENTIAL)", re.I)
+JOB_DIR_SPECIAL = "#%,:"  # safe in a shell word, not in #SBATCH --output nor --container-mounts
 TIME_FORMAT = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 IMAGE_REF = re.compile(
@@ -203,6 +204,9 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
     """Cross-field rules that single-field checks cannot express."""
     profile.job_dir = _expand(profile.job_dir, "job_dir", src)
     problem = _check_absolute(profile.job_dir)
+    if not problem and any(ch in profile.job_dir for ch in JOB_DIR_SPECIAL):
+        problem = (f"{profile.job_dir!r} contains '#', '%', ',' or ':' (#SBATCH --output cuts a path at # and "
+                   f"expands %; , and : split the container mount list)")
     if problem:
         raise src.error("job_dir", problem)
     profile.mounts = [_expand(m, f"mounts[{i}]", src) for i, m in enumerate(profile.mounts)]
@@ -239,7 +243,7 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
         if not ENV_NAME.match(name):
             raise src.error(f"required_env_vars[{index}]", f"{name!r} is not a valid environment variable name")
     for index, arg in enumerate(profile.sbatch_args):
-        if not arg.startswith("--") or "\n" in arg:
+        if not re.match(r"--[a-z][a-z0-9-]*(=|$)", arg) or "\n" in arg:
             raise src.error(f"sbatch_args[{index}]", f"expected one --flag[=value], got {arg!r}")
         problem = _check_directive(arg[2:])
         if problem:

@@ -28,6 +28,11 @@ def _check_time(value: str) -> str | None:
     return check(value)
 
 
+def _check_directive(value: str) -> str | None:
+    from .profile import _check_directive as check
+    return check(value)
+
+
 def _check_entrypoint(value: str) -> str | None:
     return None if ENTRYPOINT.match(value) else f"{value!r} is not a Python module name"
 
@@ -76,7 +81,7 @@ class ScalingSpec:
 class StageSettings:
     entrypoint: Optional[str] = field(None, check=_check_entrypoint)
     time: Optional[str] = field(None, check=_check_time)
-    partition: Optional[str] = None
+    partition: Optional[str] = field(None, check=_check_directive)  # lands in an #SBATCH line
     enabled: bool = True
 
 

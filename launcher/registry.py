@@ -140,19 +140,23 @@ class Run:
             return state
 
 
-def create_run(job_dir: str, run_id: str, files: dict[str, str], stage_names: list[str], executor: str) -> Run:
+def create_run(job_dir: str, run_id: str, files: dict[str, str], stage_names: list[str], executor: str,
+               source: str | None = None) -> Run:
     """Write every file of a new run into a hidden temp directory, then rename it into place.
 
     `files` maps paths relative to the run directory to their content. The code snapshot of jobs/
-    is copied in too. A failure at any point leaves no run directory behind.
+    is copied in too. A failure at any point leaves no run directory behind. `source` is the
+    profile that chose job_dir, for the error message.
     """
     root = runs_root(job_dir)
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the run registry {root}: {exc.strerror}", key="job_dir") from None
+        raise UserError(f"cannot create the run registry {root}: {exc.strerror}", file=source,
+                        key="job_dir") from None
     if not os.access(root, os.W_OK | os.X_OK):
-        raise UserError(f"the run registry {root} is not writable", key="job_dir")
+        raise UserError(f"the run registry {root} is not writable", file=source, key="job_dir")
+    index_dir()  # a run the index cannot list is not made at all
     final = os.path.join(root, run_id)
     tmp = tempfile.mkdtemp(prefix=f".{run_id}.", dir=root)
     try:
@@ -194,10 +198,21 @@ def minitron_home() -> str:
     return os.environ.get("MINITRON_HOME") or os.path.join(os.path.expanduser("~"), ".minitron")
 
 
+def index_dir() -> str:
+    """The user's run index, created if need be; UserError if it cannot be written."""
+    index = os.path.join(minitron_home(), "runs")
+    try:
+        os.makedirs(index, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run index {index}: {exc.strerror}", key="MINITRON_HOME") from None
+    if not os.access(index, os.W_OK | os.X_OK):
+        raise UserError(f"the run index {index} is not writable", key="MINITRON_HOME")
+    return index
+
+
 def index_run(run: Run) -> None:
     """Remember the run in the user's index, so `status`/`runs` find it whatever profile made it."""
-    index = os.path.join(minitron_home(), "runs")
-    os.makedirs(index, mode=0o700, exist_ok=True)
+    index = index_dir()
     link = os.path.join(index, run.id)
     tmp = f"{link}.{os.getpid()}.tmp"
     os.symlink(run.dir, tmp)

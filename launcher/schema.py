@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any, Literal, Union
 
@@ -72,6 +73,8 @@ def convert(tp: Any, value: Any, key: str, src: Located) -> Any:
                 return convert(arg, value, key, src)
             except UserError as exc:
                 errors.append(exc)
+        if len(errors) == 1:  # Optional[X]: X's own message and hint
+            raise errors[0]
         raise src.error(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
@@ -144,6 +147,8 @@ def _check_range(spec: dataclasses.Field, value: Any, key: str, src: Located) ->
     if value is None or isinstance(value, bool):
         return
     low, high, check = spec.metadata.get("min"), spec.metadata.get("max"), spec.metadata.get("check")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise src.error(key, f"must be a finite number, got {value}")
     if isinstance(value, (int, float)):
         if low is not None and value < low:
             raise src.error(key, f"must be at least {low}, got {value}")

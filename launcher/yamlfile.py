@@ -67,6 +67,8 @@ def load_yaml_file(path: str) -> Located:
             text = handle.read()
     except OSError as exc:
         raise UserError(f"cannot read file: {exc.strerror}", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", file=path) from None
     return load_yaml_text(text, path)
 
 
@@ -75,10 +77,10 @@ def _build(node: Any, path: str, located: Located, constructor: Any) -> Any:
 
     located.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)
+        _construct(lambda: constructor.flatten_mapping(node), node, path, located)
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
+            key = _construct(lambda: constructor.construct_object(key_node, deep=True), key_node, path, located)
             if not isinstance(key, (str, int, float, bool)):
                 raise UserError("mapping keys must be plain scalars", file=located.file,
                                 key=path or None, line=key_node.start_mark.line + 1)
@@ -92,4 +94,18 @@ def _build(node: Any, path: str, located: Located, constructor: Any) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, join_key(path, index), located, constructor)
                 for index, item in enumerate(node.value)]
-    return constructor.construct_object(node, deep=True)
+    return _construct(lambda: constructor.construct_object(node, deep=True), node, path, located)
+
+
+def _construct(build: Any, node: Any, path: str, located: Located) -> Any:
+    """Construct a node; a tag PyYAML refuses or a value it cannot build (`!!int "x"`, an
+    impossible date, a merge of non-mappings) becomes a UserError at that node's line."""
+    import yaml
+
+    try:
+        return build()
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        mark = getattr(exc, "problem_mark", None) or node.start_mark
+        raise UserError(f"cannot read this YAML value: {problem}", file=located.file, key=path or None,
+                        line=mark.line + 1) from None

@@ -42,6 +42,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             under_here = False
         if under_here:
             item.add_marker(pytest.mark.slurm)
+    # The fault tests stop and kill testbed daemons: run them after everything else.
+    items.sort(key=lambda item: Path(str(item.fspath)).name == "test_faults.py")
 
 
 @pytest.fixture(scope="session")

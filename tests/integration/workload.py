@@ -5,8 +5,9 @@ MINITRON_PROGRESS lines, checkpoints and exits 85 on SIGUSR1, resumes from its c
 its outputs and the complete marker, does nothing when already complete — but sleeps instead of
 training, so the executor (the thing under test) can be driven through every path in seconds.
 
-Test knobs: MT_STEP_SECONDS (sleep per step), and a file RUN_DIR/fail-<stage> makes that stage
-exit 3 (delete it and `minitron resume` recovers).
+Test knobs: MT_STEP_SECONDS (sleep per step), a file RUN_DIR/fail-<stage> makes that stage
+exit 3 (delete it and `minitron resume` recovers), and a file RUN_DIR/hold-<stage> makes it wait
+until the file is deleted (each task records its pid in work/<stage>/tasks/<rank>.json).
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ def main() -> int:
     parser.add_argument("--config", required=True)
     config = json.load(open(parser.parse_args().config))
     rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
-    work = config["work_dir"]
+    work = os.path.join(config["work_dir"], config["stage"])  # the stage's scratch dir (docs/stage-config.md)
     os.makedirs(os.path.join(work, "tasks"), exist_ok=True)
     task = {k: os.environ.get(k) for k in ("SLURM_NODEID", "SLURM_PROCID", "SLURM_NTASKS", "SLURMD_NODENAME",
                                             "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_RESTART_COUNT")}
+    task["pid"] = os.getpid()
     atomic_write(os.path.join(work, "tasks", f"{rank}.json"), json.dumps(task))
     stage = config["stage"]
+    while os.path.exists(os.path.join(config["run_dir"], f"hold-{stage}")):
+        time.sleep(0.2)
     complete = os.path.join(config["markers_dir"], f"{stage}.complete")
     outputs = config["outputs"]
     if os.path.exists(complete) and all(os.path.exists(p) for p in outputs.values() if isinstance(p, str)):

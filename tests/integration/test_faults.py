@@ -1,0 +1,218 @@
+"""Faults on the real testbed (issue 7): a failing sbatch mid-submission, slurmctld down while
+`status` runs, a slurmd killed under a running stage, and finished jobs purged from slurmctld.
+
+Run after the other integration tests: these stop and kill testbed daemons (and bring them back).
+A stage exiting non-zero is covered by test_slurm_executor.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, Cli, squeue_ids, stages, write_test_profile, write_test_recipe
+
+LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED")
+
+
+@pytest.fixture(scope="module")
+def setup(slurm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    profile = write_test_profile(root / "profile.yaml", root / "jobs")
+    recipe = write_test_recipe(root / "recipe.yaml", finetune={"steps": 10}, distill={"steps": 5})
+    return Cli(slurm, root / "home"), profile, recipe, root
+
+
+def _live_jobs_named(slurm, run_id: str) -> list[str]:
+    proc = slurm.run(["squeue", "--noheader", "--states=all", "--format=%i|%j|%T"])
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("|") for line in proc.stdout.splitlines()]
+    return [row[0] for row in rows if run_id in row[1] and row[2] in LIVE]
+
+
+def test_sbatch_failing_mid_submission_cancels_what_it_queued(setup, slurm):
+    cli, profile, recipe, root = setup
+    proc = cli("submit", "--profile", profile, "--recipe", recipe, "--set", "students=[depth]",
+               "--set", "stages.finetune.partition=nosuchpart")  # data, import, then finetune's sbatch fails
+    assert proc.returncode == 7, proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert "submitting stage finetune failed" in proc.stderr
+    assert "Invalid partition name specified" in proc.stderr, "Slurm's own error is shown"
+    runs = json.loads(cli("runs", "--json").stdout)
+    run = runs[0]
+    assert run["status"] == "submit_failed"
+    state = json.loads(Path(run["dir"], "state.json").read_text())
+    (event,) = [e for e in state["events"] if e["event"] == "submit_failed"]
+    assert event["stage"] == "finetune" and "Invalid partition" in event["error"]
+    cancelled = event["cancelled"]
+    assert len(cancelled) == 2, "data and import were queued, then cancelled"
+    assert all(s["job_id"] is None for s in state["stages"].values()), "no stage recorded as submitted"
+    assert not set(cancelled) & squeue_ids_live(slurm)
+    assert _live_jobs_named(slurm, run["run_id"]) == []
+    for job in cancelled:
+        assert slurm.wait_job(job, timeout=30) == "CANCELLED"
+
+
+def squeue_ids_live(slurm) -> set[str]:
+    proc = slurm.run(["squeue", "--noheader", "--format=%i|%T"])
+    return {line.split("|")[0] for line in proc.stdout.splitlines() if line.split("|")[1] in LIVE}
+
+
+@pytest.fixture(scope="module")
+def ctld_run(setup):
+    """A run whose distill_depth fails (exit 3), its fine-tune held running until released: used by
+    the slurmctld and the purge tests."""
+    cli, profile, recipe, root = setup
+    sub = cli.submit(profile, recipe, "--set", "students=[depth]")
+    Path(sub["run_dir"], "hold-finetune").touch()  # long before finetune or distill start
+    Path(sub["run_dir"], "fail-distill_depth").touch()
+    return sub
+
+
+def test_slurmctld_down_while_status_runs(setup, ctld_run, slurm):
+    cli, *_ = setup
+    run_id, run_dir = ctld_run["run_id"], ctld_run["run_dir"]
+    # slurmctld goes away while the (held) fine-tune runs on all 4 nodes and comes back before it
+    # ends: a job that ends while slurmctld is down leaves its nodes COMPLETING for a minute.
+    cli.wait(run_id, timeout=60, until=lambda c, r: stages(r)["finetune"]["state"] == "RUNNING")
+    env = {**os.environ, **cli.env, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "launcher.cli", "status", run_id]
+    watcher = subprocess.Popen(command + ["--watch", "1"], env=env, cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2.5)  # it has refreshed at least once
+    assert watcher.poll() is None, watcher.communicate()
+    state_before = Path(run_dir, "state.json").read_bytes()
+    index_before = sorted(os.listdir(Path(cli.env["MINITRON_HOME"], "runs")))
+    slurm.stop_ctld()
+    try:
+        once = subprocess.Popen(command + ["--json"], env=env, cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        watched_out, watched_err = watcher.communicate(timeout=90)
+        once_out, once_err = once.communicate(timeout=90)
+    finally:
+        slurm.start_ctld()
+    for code, err in ((watcher.returncode, watched_err), (once.returncode, once_err)):
+        assert code == 5, err
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("minitron: error: Slurm is not answering:"), err
+        assert "Unable to contact slurm controller" in err
+    assert "run " + run_id in watched_out, "the watcher showed the run before slurmctld went away"
+    assert once_out == ""
+    assert Path(run_dir, "state.json").read_bytes() == state_before, "status changed the registry"
+    assert sorted(os.listdir(Path(cli.env["MINITRON_HOME"], "runs"))) == index_before
+    code, report = cli.status(run_id)  # back: works again
+    assert code == 3 and stages(report)["finetune"]["state"] == "RUNNING", report
+    Path(run_dir, "hold-finetune").unlink()
+    code, report = cli.wait(run_id, timeout=180)
+    by = stages(report)
+    assert code == 4, json.dumps(report, indent=1)
+    assert by["distill_depth"]["state"] == "FAILED" and by["distill_depth"]["exit_code"] == 3
+    assert by["report"]["state"] == "CANCELLED"
+    for name in ("data", "import", "finetune", "prune_depth", "prune_width"):
+        assert by[name]["state"] == "DONE", (name, by[name])
+
+
+def _wait_node_back(slurm, node: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while True:
+        state = slurm.node_states().get(node, "")
+        if state in ("idle", "mixed", "allocated", "completing"):
+            return
+        assert time.time() < deadline, slurm.node_states()
+        time.sleep(0.5)
+
+
+def test_slurmd_killed_under_a_running_stage_then_resume(setup, slurm):
+    cli, profile, recipe, root = setup
+    sub = cli.submit(profile, recipe, "--set", "students=[depth]")
+    run_id, run_dir = sub["run_id"], sub["run_dir"]
+    hold = Path(run_dir, "hold-import")
+    hold.touch()  # import (no-requeue) waits on this once it runs; data goes first
+    cli.wait(run_id, timeout=60, until=lambda c, r: stages(r)["import"]["state"] == "RUNNING")
+    task_file = Path(run_dir, "work", "import", "tasks", "0.json")
+    deadline = time.time() + 30
+    while not task_file.exists():
+        assert time.time() < deadline, "the import task never started"
+        time.sleep(0.2)
+    task = json.loads(task_file.read_text())
+    node = task["SLURMD_NODENAME"]
+    slurm.kill_slurmd(node)
+    try:
+        code, report = cli.wait(run_id, timeout=120, until=lambda c, r: stages(r)["import"]["state"] != "RUNNING")
+        assert stages(report)["import"]["state"] == "NODE_FAIL", stages(report)["import"]
+        code, report = cli.wait(run_id, timeout=60, until=lambda c, r: c != 3)
+        by = stages(report)
+        assert code == 4
+        assert by["data"]["state"] == "DONE"
+        for name in ("finetune", "prune_depth", "prune_width", "distill_depth", "report"):
+            assert by[name]["state"] == "CANCELLED", (name, by[name])
+        human = cli("status", run_id)
+        assert human.returncode == 4 and "NODE_FAIL" in human.stdout
+    finally:
+        slurm.start_slurmd(node)
+    _wait_node_back(slurm, node)
+    deadline = time.time() + 60  # the orphaned task is killed when its slurmd comes back
+    while Path(f"/proc/{task['pid']}").exists():
+        assert time.time() < deadline, "the import task outlived its node's slurmd restart"
+        time.sleep(0.5)
+    hold.unlink()
+    resumed = cli("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    state = json.loads(Path(run_dir, "state.json").read_text())
+    assert state["stages"]["data"]["job_id"] == sub["jobs"]["data"], "done: not resubmitted"
+    assert len(state["stages"]["import"]["attempts"]) == 2
+    code, report = cli.wait(run_id, timeout=180)
+    assert code == 0, json.dumps(report, indent=1)
+
+
+def test_finished_jobs_purged_from_slurmctld_keep_their_state(setup, ctld_run, slurm, tmp_path):
+    cli, *_ = setup
+    run_id, run_dir = ctld_run["run_id"], ctld_run["run_dir"]
+    code, report = cli.wait(run_id, timeout=180)
+    jobs = [s["job_id"] for s in report["stages"]]
+    deadline = time.time() + 150  # MinJobAge=30 plus a purge cycle
+    while any(slurm.job_info(job) for job in jobs):
+        assert time.time() < deadline, "slurmctld never purged the finished jobs"
+        time.sleep(2)
+    assert not set(jobs) & squeue_ids(slurm)
+
+    def check(report, code, cancelled_states):
+        by = stages(report)
+        assert code == 4, json.dumps(report, indent=1)
+        for name in ("data", "import", "finetune", "prune_depth", "prune_width"):
+            assert by[name]["state"] == "DONE", (name, by[name])
+        assert by["distill_depth"]["state"] == "FAILED" and by["distill_depth"]["exit_code"] == 3
+        assert any("failing on purpose" in line for line in by["distill_depth"]["log_tail"])
+        assert by["report"]["state"] in cancelled_states, by["report"]
+        assert all(s["source"] != "squeue" for s in report["stages"])
+
+    code, report = cli.status(run_id)  # from sacct, or the jobcomp log through `sacct -c`
+    check(report, code, ("CANCELLED",))
+    assert stages(report)["distill_depth"]["source"] in ("sacct", "jobcomp")
+
+    # The same with the completion log out of reach: a client-side slurm.conf whose JobCompLoc
+    # points nowhere (the testbed itself is untouched). Without accounting, the markers decide;
+    # a job cancelled before it started left none, so it is LOST (resubmitted by resume) or, where
+    # slurmdbd keeps accounting, CANCELLED.
+    conf = Path(slurm.conf).read_text().splitlines()
+    conf = [f"JobCompLoc={tmp_path}/no-such-jobcomp.txt" if line.startswith("JobCompLoc=") else line
+            for line in conf]
+    client_conf = tmp_path / "slurm.conf"
+    client_conf.write_text("\n".join(conf) + "\n")
+    code, report = _status_with(cli, run_id, SLURM_CONF=str(client_conf))
+    check(report, code, ("CANCELLED", "LOST"))
+    if not slurm.has_accounting:
+        assert stages(report)["distill_depth"]["source"] == "markers"
+
+
+def _status_with(cli, run_id: str, **env) -> tuple[int, dict]:
+    proc = cli("status", run_id, "--json", **env)
+    assert proc.returncode in (0, 3, 4), proc.stderr + proc.stdout
+    return proc.returncode, json.loads(proc.stdout)
