@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from .errors import UserError
+
 from .schema import build, field
-from .yamlfile import Located, load_yaml_file
+from .yamlfile import Located, load_yaml_file, resolve_named_file
 
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "cluster_profiles")
@@ -177,15 +177,7 @@ def _expand(value: str, key: str, src: Located) -> str:
 
 def resolve_profile_path(name_or_path: str | None) -> str:
     name = name_or_path or os.environ.get("MINITRON_PROFILE") or DEFAULT_PROFILE
-    if os.sep in name or name.endswith((".yaml", ".yml")) or os.path.exists(name):
-        return name
-    candidate = os.path.join(PROFILE_DIR, f"{name}.yaml")
-    if not os.path.exists(candidate):
-        from .schema import did_you_mean
-        known = sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))
-        raise UserError(f"no profile named {name!r}; bundled: {', '.join(known)}", key="--profile",
-                        hint=did_you_mean(name, known))
-    return candidate
+    return resolve_named_file(name, PROFILE_DIR, "profile", "--profile")
 
 
 def load_profile(name_or_path: str | None = None) -> ClusterProfile:

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 
 from .errors import UserError
 from .schema import build, did_you_mean, field
-from .yamlfile import Located, join_key, load_yaml_file
+from .yamlfile import Located, join_key, load_yaml_file, resolve_named_file
 
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 DEFAULT_RECIPE = "minitron-8b-wikitext"
@@ -201,15 +201,7 @@ class StageNode:
 
 
 def resolve_recipe_path(name_or_path: str | None) -> str:
-    name = name_or_path or DEFAULT_RECIPE
-    if os.sep in name or name.endswith((".yaml", ".yml")) or os.path.exists(name):
-        return name
-    candidate = os.path.join(RECIPE_DIR, f"{name}.yaml")
-    if not os.path.exists(candidate):
-        known = sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith(".yaml"))
-        raise UserError(f"no recipe named {name!r}; bundled: {', '.join(known)}", key="--recipe",
-                        hint=did_you_mean(name, known))
-    return candidate
+    return resolve_named_file(name_or_path or DEFAULT_RECIPE, RECIPE_DIR, "recipe", "--recipe")
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,3 +110,17 @@ def _construct(build: Any, node: Any, path: str, located: Located) -> Any:
         mark = getattr(exc, "problem_mark", None) or node.start_mark
         raise UserError(f"cannot read this YAML value: {problem}", file=located.file, key=path or None,
                         line=mark.line + 1) from None
+
+
+def resolve_named_file(name: str, directory: str, what: str, flag: str) -> str:
+    """A path as given, or NAME of a bundled `directory/NAME.yaml`; UserError naming the bundled ones."""
+    if os.sep in name or name.endswith((".yaml", ".yml")) or os.path.exists(name):
+        return name
+    candidate = os.path.join(directory, f"{name}.yaml")
+    if not os.path.exists(candidate):
+        from .schema import did_you_mean
+
+        known = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".yaml"))
+        raise UserError(f"no {what} named {name!r}; bundled: {', '.join(known)}", key=flag,
+                        hint=did_you_mean(name, known))
+    return candidate

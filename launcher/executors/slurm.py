@@ -8,7 +8,6 @@ for jobs squeue no longer knows.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from typing import Iterable

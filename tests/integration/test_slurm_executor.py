@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
 
 import pytest
 
@@ -59,7 +57,6 @@ def test_pipeline_runs_in_dependency_order_with_parallel_branches(env, slurm):
 
 def test_failed_stage_cancels_dependents_and_resume_reruns_only_what_follows(env, slurm, tmp_path):
     cli, profile, recipe = env
-    jobs_dir = tmp_path / "jobs" / "runs"
     sub = cli.submit(profile, recipe)
     run_id, run_dir = sub["run_id"], sub["run_dir"]
     open(os.path.join(run_dir, "fail-import"), "w").close()  # before the import starts
