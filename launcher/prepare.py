@@ -35,7 +35,7 @@ def _plain(obj: Any) -> Any:
 def render_run_files(run_id: str, paths: RunPaths, inputs: Inputs, plan: Plan) -> dict[str, str]:
     import yaml
 
-    from .local import render_local_script
+    from .render import render_local_script
 
     profile, recipe = inputs.profile, inputs.recipe
     files = {

@@ -8,11 +8,10 @@ import subprocess
 
 import pytest
 
-from launcher.local import render_local_script
 from launcher.planner import make_plan
 from launcher.profile import load_profile
 from launcher.recipe import load_recipe
-from launcher.render import render_slurm_script
+from launcher.render import render_local_script, render_slurm_script
 from launcher.stageconfig import RunPaths
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
