@@ -131,14 +131,6 @@ class Run:
         finally:
             os.close(fd)
 
-    def update_state(self, mutate: Any) -> RunState:
-        """Read-modify-write under the lock (waits for it): for short updates by watchers."""
-        with self.locked(wait=True):
-            state = self.load_state()
-            mutate(state)
-            self.save_state(state)
-            return state
-
 
 def create_run(job_dir: str, run_id: str, files: dict[str, str], stage_names: list[str], executor: str,
                source: str | None = None) -> Run:

@@ -167,6 +167,3 @@ class SlurmExecutor:
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
             self.client.run(["scancel", *job_ids])
-
-    def ping(self) -> None:
-        self.client.run(["squeue", "--noheader", "--jobs=0"], check=False)

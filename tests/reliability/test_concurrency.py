@@ -2,7 +2,7 @@
 
 - Two `minitron resume` on the same run at once (the first one held inside a slow sbatch): one
   submits, the other exits with the busy code 6 and says so; `cancel` meanwhile is busy too.
-- A writer of state.json (Run.update_state → registry.write_json) SIGKILLed at random points, many
+- A writer of state.json (Run.save_state under Run.locked → registry.write_json) SIGKILLed at random points, many
   times over: state.json always parses into a whole RunState of one single write, and the lock is
   free again. A control writer without temp file + rename tears the file under the same loop, so
   the loop does hit the writes.
@@ -103,7 +103,8 @@ def _naive_save(run: Run, state: RunState) -> None:
 
 
 def _writer(run_dir: str, naive: bool, ready_fd: int) -> None:
-    """Child: rewrite state.json forever, each time a whole new generation, through Run.update_state."""
+    """Child: rewrite state.json forever, each time a whole new generation, as the launcher does:
+    under the run lock, through Run.save_state."""
     run = Run(run_dir)
     generation = 0
     os.write(ready_fd, b"x")
@@ -112,7 +113,8 @@ def _writer(run_dir: str, naive: bool, ready_fd: int) -> None:
         if naive:
             _naive_save(run, _state(generation))
         else:
-            run.update_state(lambda old, g=generation: old.__dict__.update(_state(g).__dict__))
+            with run.locked(wait=True):
+                run.save_state(_state(generation))
 
 
 def _whole(run: Run) -> RunState:
