@@ -34,6 +34,9 @@ FRAGMENTATION = 1.05
 ACHIEVABLE_TFLOPS = (("GB200", 900.0), ("B200", 850.0), ("H200", 420.0), ("H100", 400.0),
                      ("A100", 150.0), ("L40", 110.0), ("A10", 45.0), ("V100", 50.0))
 DEFAULT_TFLOPS = 100.0
+# Without Transformer Engine the attention is unfused and the fused kernels are missing: measured
+# 160-263 model TFLOP/s on an H200 (benchmarks/RESULTS.md, planner_gpu) against the 420 assumed fused.
+UNFUSED_THROUGHPUT_FACTOR = 0.5  # MEASURED
 
 
 @dataclass(frozen=True)
@@ -202,11 +205,9 @@ def forward_flops_per_token(shape: Shape, seq_length: int) -> float:
     return flops_per_token(shape, seq_length) / 3
 
 
-def achievable_tflops(gpu_model: str, override: float | None) -> float:
+def achievable_tflops(gpu_model: str, override: float | None, attention: str = "fused") -> float:
     if override:
         return override
     upper = gpu_model.upper()
-    for family, tflops in ACHIEVABLE_TFLOPS:
-        if family in upper:
-            return tflops
-    return DEFAULT_TFLOPS
+    tflops = next((value for family, value in ACHIEVABLE_TFLOPS if family in upper), DEFAULT_TFLOPS)
+    return tflops * (UNFUSED_THROUGHPUT_FACTOR if attention == "unfused" else 1.0)

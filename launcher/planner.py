@@ -120,7 +120,7 @@ class Planner:
         self.recipe = recipe
         self.gpu_gib = profile.gpu.memory_gib
         self.usable = profile.gpu.memory_gib * USABLE_FRACTION * mm.GIB
-        self.tflops = mm.achievable_tflops(profile.gpu.model, profile.gpu.achievable_tflops)
+        self.tflops = mm.achievable_tflops(profile.gpu.model, profile.gpu.achievable_tflops, profile.attention)
 
     def plan(self) -> Plan:
         stages = [self._plan_stage(node) for node in stage_graph(self.recipe)]
