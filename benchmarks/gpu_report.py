@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("dir")
     parser.add_argument("--card", required=True)
     parser.add_argument("--write", action="store_true", help="replace the planner_gpu section of RESULTS.md")
+    parser.add_argument("--note", default="", help="a closing paragraph: what was and was not run")
     args = parser.parse_args()
     if args.write:
         from _common import write_section
@@ -60,6 +61,8 @@ def print_tables(args) -> None:
 
 
     verdicts(rows)
+    if args.note:
+        print(f"\n{args.note}")
 
 
 def verdicts(rows: list[dict]) -> None:
