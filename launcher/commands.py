@@ -33,6 +33,15 @@ def preflight(profile) -> None:
     if missing:
         raise UserError(f"required environment variable(s) not set in this shell: {', '.join(missing)}",
                         file=profile.source, key="required_env_vars")
+    if profile.executor == "local" and profile.image:
+        import shutil
+        if profile.image.startswith("/"):
+            raise UserError(f"the local executor runs images with docker, which cannot run the squashfs file "
+                            f"{profile.image}; name a registry image or set container: none",
+                            file=profile.source, key="container")
+        if not shutil.which("docker"):
+            raise UserError("the profile names an image but docker is not installed here; set container: none to "
+                            "run on bare metal (e.g. inside the NeMo container)", file=profile.source, key="container")
     if profile.check_mounts:
         for index, mount in enumerate(profile.mounts):
             source = mount.split(":")[0]

@@ -78,3 +78,11 @@ def test_unwritable_job_dir_fails_cleanly(tmp_path, minitron_home):
     proc = run_cli("submit", "--dry-run", "--profile", profile, env={"MINITRON_HOME": str(minitron_home)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "job_dir" in proc.stderr
+
+
+def test_local_profile_with_an_image_needs_docker(tmp_path, minitron_home):
+    profile = write_profile(tmp_path / "p.yaml", executor="local", gpus_per_node=1)
+    proc = run_cli("submit", "--profile", profile, "--recipe", "tiny",
+                   env={"MINITRON_HOME": str(minitron_home), "PATH": str(tmp_path)})  # no docker on PATH
+    assert proc.returncode == 2 and "docker" in proc.stderr and "container" in proc.stderr
+    assert not (tmp_path / "jobdir").exists()
