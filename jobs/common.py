@@ -279,6 +279,13 @@ def install_requeue_handler() -> None:
     signal.signal(signal.SIGUSR1, _requeue_on_signal)
 
 
+def mark_continue(cfg: StageConfig) -> None:
+    """Rank 0 leaves `<stage>.continue` before an exit 85: the script trusts it even when srun reports
+    another code (kill-on-bad-exit can terminate the ranks that had not exited yet) or torchrun masks it."""
+    if is_rank_zero():
+        write_json_atomic(marker_path(cfg, "continue"), {"time": time.time()})
+
+
 def run_stage(kind: str, body: Callable[[StageConfig], None], argv: Sequence[str] | None = None) -> int:
     """Common frame of every stage: config, idempotency, env, body, complete marker. Returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -296,7 +303,12 @@ def run_stage(kind: str, body: Callable[[StageConfig], None], argv: Sequence[str
     if kind in TRAINING_KINDS:
         install_requeue_handler()
     log.info("stage %s (%s) starting on rank %d/%d", cfg.stage, kind, global_rank(), world_size())
-    body(cfg)
+    try:
+        body(cfg)
+    except SystemExit as exc:
+        if exc.code == EXIT_REQUEUE:
+            mark_continue(cfg)
+        raise
     if is_rank_zero():
         write_complete(cfg)
         log.info("stage %s complete", cfg.stage)

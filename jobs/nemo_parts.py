@@ -31,7 +31,8 @@ from nemo.lightning.ckpt_utils import ckpt_to_context_subdir
 from nemo.lightning.pytorch.callbacks import PreemptionCallback
 from nemo.lightning.pytorch.optim import CosineAnnealingScheduler, MegatronOptimizerModule
 
-from jobs.common import EXIT_REQUEUE, StageConfig, is_rank_zero, report_progress, seq_length, te_available
+from jobs.common import (EXIT_REQUEUE, StageConfig, is_rank_zero, mark_continue, report_progress, seq_length,
+                         te_available)
 
 log = logging.getLogger("jobs")
 
@@ -297,6 +298,11 @@ def run_training(plan: TrainingPlan, cfg: StageConfig) -> None:
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+        # The checkpoint is written (a collective save). Rank 0 leaves the continue marker before any
+        # rank exits, so srun's kill-on-bad-exit cannot cut it short.
+        mark_continue(cfg)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         raise SystemExit(EXIT_REQUEUE) from exc
     if is_rank_zero():
         link_final_model(cfg.outputs["log_dir"], cfg.outputs["model"])

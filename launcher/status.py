@@ -28,6 +28,7 @@ class Markers:
     started: Optional[dict[str, Any]] = None
     finished_rc: Optional[int] = None
     complete: bool = False
+    continue_requested: bool = False  # the job saved a checkpoint before its limit and asks to go on
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -45,6 +46,7 @@ def read_markers(run: Run, stage: str) -> Markers:
             markers.finished_rc = int(handle.read().strip())
     except (OSError, ValueError):
         pass
+    markers.continue_requested = os.path.exists(run.paths.marker(stage, "continue"))
     try:
         with open(run.paths.marker(stage, "complete"), encoding="utf-8") as handle:
             outputs = json.load(handle).get("outputs", {})

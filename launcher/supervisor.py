@@ -139,7 +139,8 @@ class Supervisor:
         entry.update(end=time.time(), exit_code=code, pid=None)
         if os.path.exists(cancel_request(self.run, name)):
             entry.update(state="CANCELLED", reason="cancelled by user")
-        elif code == CONTINUE_EXIT_CODE and entry["attempt"] < self.profile.max_continuations:
+        elif ((code == CONTINUE_EXIT_CODE or read_markers(self.run, name).continue_requested)
+              and entry["attempt"] < self.profile.max_continuations):  # torchrun turns a worker's 85 into 1
             entry.update(state="PENDING", reason="continuation", attempt=entry["attempt"] + 1)
         elif code == 0 and read_markers(self.run, name).complete:
             entry.update(state="COMPLETED")

@@ -73,3 +73,30 @@ def test_bare_metal_profile_has_no_container_flags(tmp_path):
     scripts = render_all("local", "tiny")
     assert all("--container" not in s for s in scripts.values())
     assert "torch.distributed.run --standalone --nproc-per-node=1" in scripts["finetune"]
+
+
+@pytest.mark.parametrize("srun_exit, marker, requeued", [(85, False, True), (143, True, True), (143, False, False),
+                                                         (0, False, False)])
+def test_continuation_decision_of_the_batch_script(tmp_path, srun_exit, marker, requeued):
+    """The script requeues on exit 85, or on the job's continue marker whatever srun reports (a rank
+    terminated by kill-on-bad-exit after another exited 85 makes srun return 143); nothing else."""
+    profile = load_profile("h100-1x8")
+    stage = make_plan(profile, load_recipe()).stage("finetune")
+    paths = RunPaths(str(tmp_path / "run"))
+    os.makedirs(paths.markers)
+    script = tmp_path / "finetune.sh"
+    script.write_text(render_slurm_script(RUN_ID, paths, profile, stage))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    touch = f"printf '{{}}' > {paths.marker('finetune', 'continue')}; " if marker else ""
+    (bin_dir / "srun").write_text(f"#!/bin/bash\n{touch}exit {srun_exit}\n")
+    (bin_dir / "scontrol").write_text(f"#!/bin/bash\necho \"$*\" >> {calls}\n[ \"$1\" = show ] && echo n1\nexit 0\n")
+    for tool in ("srun", "scontrol"):
+        os.chmod(bin_dir / tool, 0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "n1"}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    requeue_calls = [line for line in calls.read_text().splitlines() if line.startswith("requeue")]
+    assert (requeue_calls == ["requeue 42"]) == requeued, proc.stdout + proc.stderr
+    assert proc.returncode == (0 if requeued else srun_exit)
+    assert open(paths.marker("finetune", "finished")).read().strip() == str(srun_exit)

@@ -1,7 +1,7 @@
 """A stand-in stage for executor tests (`python -m workload --config STAGE.json`).
 
 It keeps the whole stage contract of docs/stage-config.md — reads the stage config, prints
-MINITRON_PROGRESS lines, checkpoints and exits 85 on SIGUSR1, resumes from its checkpoint, writes
+MINITRON_PROGRESS lines, checkpoints, leaves the continue marker and exits 85 on SIGUSR1, resumes from its checkpoint, writes
 its outputs and the complete marker, does nothing when already complete — but sleeps instead of
 training, so the executor (the thing under test) can be driven through every path in seconds.
 
@@ -66,9 +66,15 @@ def main() -> int:
                 line += f" val_loss={loss + 0.1:.4f}"
             print(line, flush=True)
         if interrupted:
-            if rank == 0:
+            marker = os.path.join(config["markers_dir"], f"{stage}.continue")
+            if rank == 0:  # the checkpoint, then the continue marker, as jobs.common does
                 atomic_write(checkpoint, json.dumps({"step": step}))
+                atomic_write(marker, json.dumps({"time": time.time()}))
                 print(f"{stage}: SIGUSR1 → checkpoint at step {step}, exiting {CONTINUE}", flush=True)
+            else:  # the other ranks wait for it, as NeMo's collective save and our barrier make them
+                deadline = time.time() + 60
+                while not os.path.exists(marker) and time.time() < deadline:
+                    time.sleep(0.05)
             return CONTINUE
     if rank == 0:
         for path in outputs.values():

@@ -196,6 +196,8 @@ def test_sigusr1_saves_exits_85_and_the_rerun_resumes(pipeline, monkeypatch):
     # A checkpoint after the 2nd optimizer step (2 x GBS 4 samples), though none was due before step 100.
     assert len(saved) == 1 and "consumed_samples=8.0" in saved[0]
     assert not common.is_complete(common.StageConfig(path=path, raw=cfg))
+    # the continue marker: the batch script requeues on it even when srun/torchrun report another code
+    assert common.marker_path(common.StageConfig(path=path, raw=cfg), "continue").exists()
 
     monkeypatch.setattr(nemo_parts.ProgressCallback, "on_train_batch_end", progress_end)
     out = pipeline.call("finetune_requeue", path)

@@ -34,7 +34,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker finetune.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/finetune.finished
+rm -f "$markers"/finetune.finished "$markers"/finetune.continue
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -53,7 +53,9 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
 rc=$?
 
 write_marker finetune.finished "$rc"
-if [ "$rc" -eq 85 ]; then
+# Exit 85, or the job's continue marker (srun may report a rank killed after another exited 85):
+# a checkpoint was saved before the time limit.
+if [ "$rc" -eq 85 ] || [ -e "$markers"/finetune.continue ]; then
     if [ "$attempt" -lt 10 ]; then
         echo "minitron: checkpoint saved before the time limit; continuing (attempt $((attempt + 1)) of 10)"
         scontrol requeue "$SLURM_JOB_ID" && exit 0

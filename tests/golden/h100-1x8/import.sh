@@ -33,7 +33,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker import.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/import.finished
+rm -f "$markers"/import.finished "$markers"/import.continue
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)

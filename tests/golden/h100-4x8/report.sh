@@ -38,7 +38,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker report.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/report.finished
+rm -f "$markers"/report.finished "$markers"/report.continue
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)

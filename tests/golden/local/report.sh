@@ -19,7 +19,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker report.started "local-$$ $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/report.finished
+rm -f "$markers"/report.finished "$markers"/report.continue
 export CUDA_VISIBLE_DEVICES=${MINITRON_GPUS:-}
 export MASTER_ADDR=127.0.0.1
 export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
