@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from .executors.base import FAILED_STATES, JobInfo
+from .executors.base import FAILED_STATES, LIVE_STATES, JobInfo
 from .registry import Run, RunState
 
 PROGRESS = re.compile(r"MINITRON_PROGRESS\s+(.*)")
@@ -193,7 +193,7 @@ def overall_state(stages: list[StageStatus]) -> str:
     states = {s.state for s in stages}
     if states == {"DONE"}:
         return "DONE"
-    if states & {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED"}:
+    if states & LIVE_STATES:
         return "RUNNING"
     if states & BAD_STATES:
         return "FAILED"

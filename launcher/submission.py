@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from .executors import executor_for
-from .executors.base import SubmitFailed
+from .executors.base import LIVE_STATES, SubmitFailed
 from .registry import Run, RunState
 from .status import BAD_STATES, RunReport, run_report
 
@@ -39,7 +39,7 @@ def submit_stages(run: Run, state: RunState, stages: list[str], report: RunRepor
     live = {}
     if report is not None:
         live = {s.name: s.job_id for s in report.stages
-                if s.job_id and s.state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING")}
+                if s.job_id and s.state in LIVE_STATES}
     state.status = "submitting"
     run.save_state(state)
     if state.executor == "slurm":
@@ -83,7 +83,7 @@ def resume_run(run: Run) -> tuple[dict[str, str], RunReport]:
         by_name = {s.name: s for s in report.stages}
         broken = {s.name for s in report.stages if s.state in BAD_STATES or s.state == "NOT_SUBMITTED"}
         todo = [n for n in downstream(order, deps, broken)
-                if by_name[n].state not in ("DONE", "PENDING", "RUNNING", "REQUEUED", "CONFIGURING")]
+                if by_name[n].state != "DONE" and by_name[n].state not in LIVE_STATES]
         if not todo:
             return {}, report
         state.log("resume", stages=todo)
@@ -103,7 +103,7 @@ def cancel_run(run: Run, stage: str | None) -> list[str]:
         targets = downstream(order, deps, {stage}) if stage else order
         report = query(run, state, executor)
         live = [s.job_id for s in report.stages if s.name in targets and s.job_id
-                and s.state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED")]
+                and s.state in LIVE_STATES]
         if state.executor == "slurm":
             executor.cancel(live)
         else:

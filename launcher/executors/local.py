@@ -10,11 +10,7 @@ import time
 from ..errors import RunBusy
 from ..registry import Run, RunState
 from ..supervisor import cancel_request, kill_group, local_dir, pid_alive, read_supervisor
-from .base import JobInfo
-
-STATE_MAP = {"PENDING": "PENDING", "RUNNING": "RUNNING", "COMPLETED": "COMPLETED", "FAILED": "FAILED",
-             "CANCELLED": "CANCELLED"}
-
+from .base import LIVE_STATES, JobInfo
 
 class LocalExecutor:
     name = "local"
@@ -23,7 +19,7 @@ class LocalExecutor:
         """Start a detached supervisor for `stages`; it outlives this process and the terminal."""
         current = read_supervisor(run)
         if pid_alive(current.get("pid")):
-            busy = [n for n, s in current.get("stages", {}).items() if s["state"] in ("PENDING", "RUNNING")]
+            busy = [n for n, s in current.get("stages", {}).items() if s["state"] in LIVE_STATES]
             if busy:
                 raise RunBusy(f"run {run.id} is still being run by its local supervisor (pid {current['pid']}, "
                               f"stages {', '.join(busy)}); wait for it or `minitron cancel` it first")
@@ -53,7 +49,7 @@ class LocalExecutor:
     def query(self, run: Run, state: RunState) -> tuple[dict[str, JobInfo], list[str]]:
         supervisor = read_supervisor(run)
         alive = pid_alive(supervisor.get("pid"))
-        unfinished = [n for n, s in supervisor.get("stages", {}).items() if s["state"] in ("PENDING", "RUNNING")]
+        unfinished = [n for n, s in supervisor.get("stages", {}).items() if s["state"] in LIVE_STATES]
         notes = [] if alive or not unfinished else [
             f"the local supervisor (pid {supervisor.get('pid')}) is gone; `minitron resume` continues the run"]
         infos: dict[str, JobInfo] = {}
@@ -66,7 +62,7 @@ class LocalExecutor:
             elapsed = None
             if entry.get("start"):
                 elapsed = (entry.get("end") or time.time()) - entry["start"]
-            infos[entry["job_id"]] = JobInfo(job_id=entry["job_id"], state=STATE_MAP[status], reason=entry.get("reason"),
+            infos[entry["job_id"]] = JobInfo(job_id=entry["job_id"], state=status, reason=entry.get("reason"),
                                              elapsed_s=elapsed, nodes="localhost" if status == "RUNNING" else None,
                                              exit_code=entry.get("exit_code"), source="local")
         return infos, notes
