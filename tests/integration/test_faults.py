@@ -64,6 +64,14 @@ def squeue_ids_live(slurm) -> set[str]:
     return {line.split("|")[0] for line in proc.stdout.splitlines() if line.split("|")[1] in LIVE}
 
 
+def failed_with_3(stage: dict) -> bool:
+    """The 4-node distill_depth exits 3 on every rank. srun reports 3, or 143 when --kill-on-bad-exit
+    terminated ranks that had not exited yet (a race seen in CI); the tasks' own code is then in the log."""
+    if stage["exit_code"] == 3:
+        return True
+    return stage["exit_code"] == 143 and "Exited with exit code 3" in Path(stage["log_path"]).read_text()
+
+
 @pytest.fixture(scope="module")
 def ctld_run(setup):
     """A run whose distill_depth fails (exit 3), its fine-tune held running until released: used by
@@ -113,7 +121,7 @@ def test_slurmctld_down_while_status_runs(setup, ctld_run, slurm):
     code, report = cli.wait(run_id, timeout=180)
     by = stages(report)
     assert code == 4, json.dumps(report, indent=1)
-    assert by["distill_depth"]["state"] == "FAILED" and by["distill_depth"]["exit_code"] == 3
+    assert by["distill_depth"]["state"] == "FAILED" and failed_with_3(by["distill_depth"])
     assert by["report"]["state"] == "CANCELLED"
     for name in ("data", "import", "finetune", "prune_depth", "prune_width"):
         assert by[name]["state"] == "DONE", (name, by[name])
@@ -188,7 +196,7 @@ def test_finished_jobs_purged_from_slurmctld_keep_their_state(setup, ctld_run, s
         assert code == 4, json.dumps(report, indent=1)
         for name in ("data", "import", "finetune", "prune_depth", "prune_width"):
             assert by[name]["state"] == "DONE", (name, by[name])
-        assert by["distill_depth"]["state"] == "FAILED" and by["distill_depth"]["exit_code"] == 3
+        assert by["distill_depth"]["state"] == "FAILED" and failed_with_3(by["distill_depth"])
         assert any("failing on purpose" in line for line in by["distill_depth"]["log_tail"])
         assert by["report"]["state"] in cancelled_states, by["report"]
         assert all(s["source"] != "squeue" for s in report["stages"])
