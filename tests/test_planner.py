@@ -1,12 +1,16 @@
 """Planner invariants over random cluster shapes (hypothesis), plus the tutorial's own numbers."""
 
 import math
+import os
+import re
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from launcher import memory as mm
+from launcher import planner
 from launcher.errors import UserError
 from launcher.planner import USABLE_FRACTION, make_plan
 from launcher.profile import load_profile, profile_from_located
@@ -20,12 +24,36 @@ def profile_of(nodes, gpus, memory, executor="slurm"):
     return profile_from_located(Located(data=data, file="generated.yaml"), "generated.yaml")
 
 
+@pytest.fixture(autouse=True)
+def _no_calibration(minitron_home):
+    """Plans here come from the model alone, whatever the user's $MINITRON_HOME holds."""
+
+
+def expected_graph(recipe):
+    """The stage graph README.md describes, derived here from the recipe alone."""
+    imports = not recipe.model.source.startswith("nemo:")
+    deps = {"data": set()}
+    if imports:
+        deps["import"] = {"data"} if recipe.model.tokenizer.startswith("bpe:") else set()
+    deps["finetune"] = {"data", "import"} if imports else {"data"}
+    for name in recipe.pruning:
+        deps[f"prune_{name}"] = {"finetune"}
+    for name in recipe.students:
+        deps[f"distill_{name}"] = {f"prune_{name}"}
+    if recipe.stages["report"].enabled:
+        deps["report"] = {f"distill_{name}" for name in recipe.students}
+    for stage, waits in recipe.after.items():
+        deps[stage] |= set(waits)
+    return deps
+
+
 def check_invariants(plan, profile, recipe):
-    names = {s.name for s in plan.stages}
+    assert {s.name: set(s.depends_on) for s in plan.stages} == expected_graph(recipe)
     seen = set()
     for s in plan.stages:
         assert set(s.depends_on) <= seen, f"{s.name} planned before its dependencies"
         seen.add(s.name)
+        assert s.est_hours > 0 and s.est_startup_s > 0
         if s.kind == "data":
             assert s.gpus_per_node == 0
             continue
@@ -45,11 +73,48 @@ def check_invariants(plan, profile, recipe):
             m = recipe.model
             assert m.num_attention_heads % s.tp == 0 and m.num_query_groups % s.tp == 0
             assert m.num_layers % s.pp == 0
-            assert s.est_hours > 0 and math.isclose(s.est_gpu_hours, s.est_hours * world, rel_tol=0.02, abs_tol=0.01)
+            assert math.isclose(s.est_gpu_hours, s.est_hours * world, rel_tol=0.02, abs_tol=0.01)
         if s.kind == "prune":
             assert s.tp == 1 and s.nodes == 1
             assert s.global_batch_size == s.micro_batch_size
-    assert names == {n for s in plan.stages for n in [s.name]}
+    # Stages share the GPUs: the run takes at least its longest stage and at most all of them in a row,
+    # and no stage starts before its dependencies have finished.
+    total = plan.critical_path_hours()
+    assert max(s.est_hours for s in plan.stages) - 1e-9 <= total <= sum(s.est_hours for s in plan.stages) + 1e-9
+    times = plan.schedule()
+    for s in plan.stages:
+        assert all(times[s.name][0] >= times[d][1] - 1e-9 for d in s.depends_on)
+
+
+def fits_somewhere(profile, recipe, kind, pruning=None, nodes=None):
+    """Oracle: the largest node count (≤ the profile's) with a layout that splits the batch and fits
+    the memory model, by brute force over every TP, PP and halved micro-batch; None when none does."""
+    st = recipe.settings(kind)
+    gpn = profile.gpus_per_node
+    teacher = planner.teacher_shape(recipe)
+    shapes = [planner.student_shape(recipe, pruning), teacher] if kind == "distill" else [teacher]
+    seq = st.seq_length or recipe.data.seq_length
+    usable = profile.gpu.memory_gib * USABLE_FRACTION * mm.GIB
+    for n in ([nodes] if nodes else range(profile.nodes, 0, -1)):
+        world = n * gpn
+        gbs = st.global_batch_size
+        if recipe.scaling.policy == "linear":
+            gbs = max(st.micro_batch_size, round(st.global_batch_size * world / recipe.scaling.reference_gpus))
+        for tp in range(1, gpn + 1):
+            if gpn % tp or any(s.num_attention_heads % tp or s.num_query_groups % tp for s in shapes):
+                continue
+            for pp in range(1, shapes[0].num_layers + 1):
+                if world % (tp * pp) or any(s.num_layers % pp for s in shapes):
+                    continue
+                dp = world // (tp * pp)
+                mbs = st.micro_batch_size
+                while mbs >= 1:
+                    if gbs % (mbs * dp) == 0:
+                        lay = mm.Layout(tp, pp, 1, dp, mbs, seq, gbs // (mbs * dp), tp > 1, profile.attention)
+                        if mm.training_memory(shapes[0], lay, teacher if kind == "distill" else None).total <= usable:
+                            return n
+                    mbs //= 2
+    return None
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -62,12 +127,23 @@ def test_plan_satisfies_invariants_or_says_why(nodes, gpus, memory, mbs, gbs_fac
     for kind in ("finetune", "distill"):
         overrides += [f"stages.{kind}.micro_batch_size={mbs}", f"stages.{kind}.global_batch_size={mbs * gbs_factor}"]
     recipe = load_recipe(None, overrides)
+    training = [("finetune", None)] + [("distill", name) for name in recipe.students]
     try:
         plan = make_plan(profile, recipe)
     except UserError as exc:
-        assert exc.key and str(exc)  # infeasible: a reason naming the key
+        assert exc.key and str(exc)  # infeasible: a reason naming the key ...
+        if exc.key.startswith(("stages.finetune", "stages.distill")):  # ... and truly infeasible
+            kind = exc.key.split(".")[1]
+            for stage_kind, pruning in training:
+                if stage_kind == kind:
+                    assert fits_somewhere(profile, recipe, kind, pruning) is None, f"refused a plannable {kind}"
         return
     check_invariants(plan, profile, recipe)
+    for kind, pruning in training:  # the largest node count that works, never fewer
+        s = plan.stage(kind if kind == "finetune" else f"distill_{pruning}")
+        assert s.nodes == fits_somewhere(profile, recipe, kind, pruning)
+        if s.nodes < profile.nodes:
+            assert f"on {s.nodes} of {profile.nodes} nodes" in s.why
 
 
 @settings(max_examples=60, deadline=None)
@@ -89,21 +165,40 @@ def test_reference_profile_plan():
     assert "TP=" in ft.why and "GiB" in ft.why
 
 
-def test_smallest_tp_is_chosen():
-    profile, recipe = load_profile("h100-1x8"), load_recipe()
-    plan = make_plan(profile, recipe)
-    for s in (plan.stage("finetune"), plan.stage("distill_depth")):
-        for smaller in range(1, s.tp):
-            if 8 % smaller:
+def first_fitting_layout(profile, recipe, kind, pruning=None):
+    """Oracle: (tp, pp, mbs) of the smallest TP, then PP, then the largest micro-batch that fits."""
+    st = recipe.settings(kind)
+    gpn, world = profile.gpus_per_node, profile.nodes * profile.gpus_per_node
+    teacher = planner.teacher_shape(recipe)
+    shapes = [planner.student_shape(recipe, pruning), teacher] if kind == "distill" else [teacher]
+    seq = st.seq_length or recipe.data.seq_length
+    for tp in (1, 2, 4, 8):
+        if tp > gpn or any(s.num_attention_heads % tp or s.num_query_groups % tp for s in shapes):
+            continue
+        for pp in (1, 2, 4, 8, 16, 32):
+            if world % (tp * pp) or any(s.num_layers % pp for s in shapes):
                 continue
-            # every layout with a smaller TP must not fit at any PP and MBS
-            for pp in (1, 2, 4, 8):
-                for mbs in (4, 2, 1):
-                    dp = 8 // (smaller * pp)
-                    if dp < 1 or 128 % (mbs * dp):
-                        continue
-                    lay = mm.Layout(smaller, pp, 1, dp, mbs, 8192, 128 // (mbs * dp), smaller > 1, "fused")
-                    assert mm.training_memory(mm.Shape(32, 4096, 14336, 32, 8, 128256), lay).total > 72 * mm.GIB
+            dp = world // (tp * pp)
+            for mbs in (st.micro_batch_size, st.micro_batch_size // 2, st.micro_batch_size // 4, 1):
+                if mbs < 1 or st.global_batch_size % (mbs * dp):
+                    continue
+                lay = mm.Layout(tp, pp, 1, dp, mbs, seq, st.global_batch_size // (mbs * dp), tp > 1, "fused")
+                est = mm.training_memory(shapes[0], lay, teacher if kind == "distill" else None)
+                if est.total <= profile.gpu.memory_gib * USABLE_FRACTION * mm.GIB:
+                    return tp, pp, mbs
+    return None
+
+
+@pytest.mark.parametrize("memory", [40, 48, 80])
+def test_smallest_tp_is_chosen(memory):
+    profile, recipe = profile_of(1, 8, memory), load_recipe()
+    plan = make_plan(profile, recipe)
+    for kind, pruning, name in (("finetune", None, "finetune"), ("distill", "depth", "distill_depth"),
+                                ("distill", "width", "distill_width")):
+        s = plan.stage(name)
+        assert (s.tp, s.pp, s.micro_batch_size) == first_fitting_layout(profile, recipe, kind, pruning)
+    if memory <= 48:  # small cards need tensor parallelism: the comparison above covers TP > 1
+        assert plan.stage("finetune").tp > 1
 
 
 def test_fixed_policy_keeps_gbs_and_linear_scales_it():
@@ -144,3 +239,160 @@ def test_unfused_attention_costs_more_memory():
     fused = mm.training_memory(shape, mm.Layout(8, 1, 1, 1, 1, 8192, 128, True, "fused"))
     unfused = mm.training_memory(shape, mm.Layout(8, 1, 1, 1, 1, 8192, 128, True, "unfused"))
     assert unfused.activations > 4 * fused.activations
+
+
+# -- the memory model against the peaks measured on the H200 (benchmarks/RESULTS.md) ---------------
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "RESULTS.md")
+MEASURED_SHAPES = {  # benchmarks/planner_gpu.py's SHAPES: layers, hidden, ffn, heads, query groups, vocab
+    "8b": mm.Shape(32, 4096, 14336, 32, 8, 128256),
+    "4b-depth": mm.Shape(16, 4096, 14336, 32, 8, 128256),
+    "4b-width": mm.Shape(32, 3072, 9216, 32, 8, 128256, head_dim=128),
+    "2b": mm.Shape(16, 2048, 8192, 16, 8, 128256),
+}
+MEASURED_CARD_GIB = 139  # the profile's memory_gib for that H200
+
+
+def measured_layouts():
+    """Rows of the planner_gpu section: (title, shape, teacher, tp, pp, dp, mbs, seq, gbs, peak GiB or None=OOM)."""
+    text = open(RESULTS, encoding="utf-8").read()
+    section = text[text.index("<!-- BEGIN planner_gpu -->"):text.index("<!-- END planner_gpu -->")]
+    gbs = int(re.search(r"GBS (\d+)", section).group(1))
+    tolerance = int(re.search(r"within ±(\d+)% of the measured peak", section).group(1))
+    rows = []
+    for title, table in re.findall(r"\*\*(.+?)\*\*\n\n(\|.+?)(?:\n\n|$)", section, re.S):
+        head = re.match(r"(?:distill (\S+) → )?(\S+?)(?: fine-tune)?, seq (\d+)", title)
+        teacher, shape, seq = head.group(1), head.group(2), int(head.group(3))
+        lines = table.strip().splitlines()
+        columns = [c.strip() for c in lines[0].strip("|").split("|")]
+        for line in lines[2:]:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            row = dict(zip(columns, cells))
+            if "not run" in line:
+                continue
+            tp, pp, mbs = int(row["TP"]), int(row["PP"]), int(row["MBS"])
+            peak = None if "OOM" in line else float(row["peak reserved GiB"])
+            rows.append((title, shape, teacher, tp, pp, int(row["DP"]), mbs, seq, gbs, peak))
+    return rows, tolerance
+
+
+def test_memory_model_matches_the_measured_peaks():
+    rows, tolerance = measured_layouts()
+    assert len([r for r in rows if r[-1] is not None]) >= 8 and any(r[-1] is None for r in rows)
+    for title, shape, teacher, tp, pp, dp, mbs, seq, gbs, peak in rows:
+        lay = mm.Layout(tp, pp, 1, dp, mbs, seq, gbs // (mbs * dp), tp > 1, "unfused")
+        estimate = mm.training_memory(MEASURED_SHAPES[shape], lay,
+                                      MEASURED_SHAPES[teacher] if teacher else None).total / mm.GIB
+        if peak is None:  # ran out of memory: the planner must not have chosen it
+            assert estimate > MEASURED_CARD_GIB * USABLE_FRACTION, (title, mbs, estimate)
+        else:
+            assert abs(estimate - peak) <= peak * tolerance / 100, (title, mbs, estimate, peak)
+
+
+# -- any node count --------------------------------------------------------------------------------
+@pytest.mark.parametrize("nodes, gpus, expected", [(3, 4, 2), (5, 8, 4), (6, 8, 4), (7, 4, 4)])
+def test_gpus_that_do_not_divide_the_batch_plan_on_fewer_nodes(nodes, gpus, expected):
+    profile, recipe = profile_of(nodes, gpus, 80), load_recipe()
+    plan = make_plan(profile, recipe)
+    check_invariants(plan, profile, recipe)
+    for name in ("finetune", "distill_depth", "distill_width"):
+        s = plan.stage(name)
+        assert s.nodes == expected and s.global_batch_size == 128
+        note = re.search(rf"on {expected} of {nodes} nodes: .*global_batch_size (\d+) or (\d+) would use every node",
+                         s.why)
+        assert note, s.why
+        for suggested in map(int, note.groups()):  # each suggestion really plans on every node
+            bigger = load_recipe(None, [f"stages.{s.kind}.global_batch_size={suggested}"])
+            assert make_plan(profile, bigger).stage(name).nodes == nodes
+
+
+def test_explicit_nodes_are_kept_and_refused_when_the_batch_does_not_split():
+    with pytest.raises(UserError) as info:
+        make_plan(profile_of(3, 4, 80), load_recipe(None, ["stages.finetune.nodes=3"]))
+    assert info.value.key == "stages.finetune.global_batch_size"
+
+
+# -- time ------------------------------------------------------------------------------------------
+MEASURED_TINY_DEVICE_S = 485  # held-out small recipe, device-h200, submit → every stage DONE (issue 14)
+
+
+def test_tiny_recipe_on_the_device_predicts_its_measured_wall_time():
+    plan = make_plan(load_profile("device-h200"), load_recipe("tiny"))
+    estimate_s = plan.critical_path_hours() * 3600
+    assert 0.75 <= estimate_s / MEASURED_TINY_DEVICE_S <= 1.33, estimate_s
+    # measured on the device, 37-79 s a stage, mostly startup: so is the model
+    assert all(30 <= s.est_hours * 3600 <= 90 for s in plan.stages)
+    assert all(s.est_startup_s >= 0.7 * s.est_hours * 3600 for s in plan.stages)
+
+
+def test_stages_on_one_gpu_run_one_after_another():
+    plan = make_plan(load_profile("device-h200"), load_recipe("tiny"))
+    assert plan.critical_path_hours() == pytest.approx(sum(s.est_hours for s in plan.stages))
+    times = plan.schedule()
+    intervals = sorted(times.values())
+    assert all(a[1] <= b[0] + 1e-9 for a, b in zip(intervals, intervals[1:]))
+
+
+def test_stages_with_nodes_of_their_own_overlap():
+    one, two = make_plan(profile_of(1, 8, 80), load_recipe()), make_plan(profile_of(2, 8, 80), load_recipe())
+    t1, t2 = one.schedule(), two.schedule()
+    # one node: the two prunes (each a whole node) queue; two nodes: they run side by side
+    assert t1["prune_width"][0] >= t1["prune_depth"][1]
+    assert t2["prune_width"][0] == t2["prune_depth"][0]
+    assert two.critical_path_hours() < one.critical_path_hours()
+
+
+# -- hostile input: bounded, one-line refusals ------------------------------------------------------
+@pytest.mark.parametrize("attribute, value, key", [
+    ("model.num_layers", 10 ** 12, "model.num_layers"),
+    ("model.hidden_size", 10 ** 400, "model.hidden_size"),
+    ("stages.finetune.steps", 10 ** 30, "stages.finetune.steps"),
+    ("stages.distill.tokens", float("nan"), "stages.distill.tokens"),
+    ("stages.finetune.global_batch_size", 2 ** 40, "stages.finetune.global_batch_size"),
+])
+def test_sizes_beyond_the_planners_bounds_are_refused_at_once(attribute, value, key):
+    recipe = load_recipe()  # set past the schema, which may bound these itself
+    parts = attribute.split(".")
+    target = recipe.model if parts[0] == "model" else recipe.settings(parts[1])
+    setattr(target, parts[-1], value)
+    start = time.perf_counter()
+    with pytest.raises(UserError) as info:
+        make_plan(load_profile("h100-1x8"), recipe)
+    assert time.perf_counter() - start < 1.0
+    assert info.value.key == key and "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_empty_drop_layers_is_refused():
+    recipe = load_recipe("tiny")
+    recipe.pruning["depth"].drop_layers = []
+    with pytest.raises(UserError) as info:
+        make_plan(load_profile("device-h200"), recipe)
+    assert info.value.key == "pruning.depth.drop_layers"
+
+
+@pytest.mark.parametrize("kind", ["data", "finetune"])
+def test_a_zero_time_limit_is_refused(kind):
+    recipe = load_recipe()
+    recipe.settings(kind).time = "0"
+    with pytest.raises(UserError) as info:
+        make_plan(load_profile("h100-1x8"), recipe)
+    assert info.value.key == f"stages.{kind}.time"
+
+
+def test_a_limit_within_twice_the_signal_lead_is_refused():
+    recipe = load_recipe(None, ["stages.finetune.time=00:09:00"])
+    with pytest.raises(UserError, match=r"signal_lead_s=300 .* at least 00:10:00") as info:
+        make_plan(load_profile("h100-1x8"), recipe)
+    assert info.value.key == "stages.finetune.time"
+    make_plan(load_profile("h100-1x8"), load_recipe(None, ["stages.finetune.time=00:10:00"]))
+    short_default = profile_of(1, 8, 80)
+    short_default.default_time = "00:05:00"
+    with pytest.raises(UserError) as info:
+        make_plan(short_default, load_recipe())
+    assert info.value.key == "default_time"
+
+
+def test_divisors_are_exact_and_fast():
+    assert all(planner._divisors(n) == [d for d in range(1, n + 1) if n % d == 0] for n in range(1, 400))
+    start = time.perf_counter()
+    assert len(planner._divisors(2 ** 20 * 3 ** 6)) == 21 * 7
+    assert time.perf_counter() - start < 0.1

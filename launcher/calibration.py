@@ -1,0 +1,225 @@
+"""Measured stage times, kept per (profile, model shape, layout) so that `plan` can use them.
+
+A finished stage is recorded as its startup seconds (everything that is not a training step:
+process start, imports, checkpoint load and save) and its seconds per step. The planner reads the
+records back and prefers them to its model. The file is a cache the launcher alone writes:
+`$MINITRON_HOME/calibration.json`, mode 0600, replaced atomically, never through a symlink.
+Standard library only: the status code calls `record_stage` on the login node.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from .errors import UserError
+
+FILE_NAME = "calibration.json"
+LOCK_NAME = "calibration.lock"
+VERSION = 1
+# The newest runs per key are kept: enough for a stable median, small enough to read in a blink.
+MAX_RUNS_PER_KEY = 20
+MAX_KEYS = 2000
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_KEY_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What earlier runs measured for one key: medians over `runs` records."""
+
+    runs: int
+    startup_s: float
+    step_s: Optional[float]
+
+
+def home() -> str:
+    return os.environ.get("MINITRON_HOME") or os.path.join(os.path.expanduser("~"), ".minitron")
+
+
+def calibration_path() -> str:
+    return os.path.join(home(), FILE_NAME)
+
+
+# -- keys -----------------------------------------------------------------------------------------
+def profile_key(profile: Any) -> str:
+    """The profile's file name without extension (`device-h200`), plus its GPU model so that a
+    copied profile pointed at other hardware does not inherit the original's numbers."""
+    source = getattr(profile, "source", "") or "profile"
+    name = os.path.splitext(os.path.basename(source))[0]
+    return f"{name}:{profile.gpu.model}"
+
+
+def shape_key(shape: Any, teacher: Any = None) -> str:
+    """Layers, hidden, FFN, heads, query groups, vocab of a model (and of its teacher when distilling)."""
+    def one(s: Any) -> str:
+        return (f"L{s.num_layers}-H{s.hidden_size}-F{s.ffn_hidden_size}-A{s.num_attention_heads}"
+                f"-G{s.num_query_groups}-V{s.vocab_size}")
+    return one(shape) + (f"+teacher:{one(teacher)}" if teacher is not None else "")
+
+
+def layout_key(stage: Any) -> str:
+    """Kind and layout of a StagePlan (or its JSON dict): what changes a stage's startup and step time."""
+    get = stage.get if isinstance(stage, Mapping) else lambda name: getattr(stage, name)
+    kind = get("kind")
+    if kind == "prune":
+        kind = "prune-calibrate" if get("steps") else "prune-drop"
+    return (f"{kind}:{get('nodes')}x{get('gpus_per_node')}:tp{get('tp')}pp{get('pp')}cp{get('cp')}"
+            f"dp{get('dp')}:mbs{get('micro_batch_size')}:gbs{get('global_batch_size')}"
+            f":seq{get('seq_length')}:{get('attention')}:{get('container') or 'none'}")
+
+
+def stage_keys(stage: Any) -> tuple[str, str, str]:
+    """(profile_key, shape_key, layout_key) as the planner stored them on a StagePlan or in plan.json."""
+    get = stage.get if isinstance(stage, Mapping) else lambda name: getattr(stage, name)
+    return get("calibration_profile_key"), get("calibration_shape_key"), layout_key(stage)
+
+
+def _record_key(profile: str, shape: str, layout: str) -> str:
+    return f"{profile}|{shape}|{layout}"
+
+
+# -- storage --------------------------------------------------------------------------------------
+def _check_owned_file(path: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path} is not a regular file; remove it (the launcher recreates it)",
+                        key="MINITRON_HOME")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise UserError(f"{path} is not owned by you or is writable by others; remove it "
+                        f"(the launcher recreates it with mode 0600)", key="MINITRON_HOME")
+
+
+def _read_raw(path: str) -> dict[str, Any]:
+    """The stored records; a missing file is empty. A symlink or foreign file is refused, a damaged
+    one is ignored (it is a cache: the next record replaces it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UserError(f"{path} is a symlink; remove it (calibration data is never read through a "
+                            f"link)", key="MINITRON_HOME") from None
+        raise UserError(f"cannot read {path}: {exc.strerror}", key="MINITRON_HOME") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        _check_owned_file(path, info)
+        if info.st_size > MAX_FILE_BYTES:
+            return {}
+        try:
+            data = json.loads(handle.read(MAX_FILE_BYTES + 1))
+        except (ValueError, UnicodeDecodeError):
+            return {}
+    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("records"), dict):
+        return {}
+    return data["records"]
+
+
+def load() -> dict[str, Calibration]:
+    """Every key's medians, for the planner: {record key: Calibration}."""
+    out: dict[str, Calibration] = {}
+    for key, runs in _read_raw(calibration_path()).items():
+        good = [r for r in runs if isinstance(r, dict) and _number(r.get("startup_s")) is not None] \
+            if isinstance(runs, list) else []
+        if not good:
+            continue
+        steps = [r["step_s"] for r in good if _number(r.get("step_s")) is not None]
+        out[key] = Calibration(runs=len(good), startup_s=statistics.median(r["startup_s"] for r in good),
+                               step_s=statistics.median(steps) if steps else None)
+    return out
+
+
+def lookup(records: Mapping[str, Calibration], profile: str, shape: str, layout: str) -> Optional[Calibration]:
+    return records.get(_record_key(profile, shape, layout))
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value < 1e9 else None
+
+
+def record_stage(profile_key: str, shape_key: str, layout_key: str, startup_s: float,
+                 step_s: float | None, steps: int | None, source: str | None = None) -> bool:
+    """Add one finished stage's measurement. startup_s: wall time not spent in training steps (the
+    whole wall time for a stage without steps); step_s: (wall − startup_s) / steps, so validation
+    and checkpoint saves are spread over the steps as they were in the run. `source` names the
+    measurement (run/stage/job): one already recorded is not counted twice. Returns whether it was added."""
+    for name, value in (("profile_key", profile_key), ("shape_key", shape_key), ("layout_key", layout_key)):
+        if not isinstance(value, str) or not value or len(value) > MAX_KEY_CHARS or "|" in value:
+            raise ValueError(f"{name} must be a non-empty string of at most {MAX_KEY_CHARS} characters without '|'")
+    if _number(startup_s) is None:
+        raise ValueError(f"startup_s must be a number of seconds ≥ 0, got {startup_s!r}")
+    if step_s is not None and _number(step_s) is None:
+        raise ValueError(f"step_s must be None or a number of seconds ≥ 0, got {step_s!r}")
+    directory = home()
+    _ensure_private_dir(directory)
+    path = os.path.join(directory, FILE_NAME)
+    lock_fd = os.open(os.path.join(directory, LOCK_NAME),
+                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        records = _read_raw(path)
+        key = _record_key(profile_key, shape_key, layout_key)
+        if source is not None and any(isinstance(r, dict) and r.get("source") == source
+                                      for r in records.get(key, []) if isinstance(records.get(key), list)):
+            return False
+        runs = records.pop(key, [])
+        runs = (runs if isinstance(runs, list) else [])[-(MAX_RUNS_PER_KEY - 1):]
+        runs.append({"startup_s": round(float(startup_s), 3),
+                     "step_s": None if step_s is None else round(float(step_s), 6),
+                     "steps": steps, "at": int(time.time()), "source": source})
+        records[key] = runs  # re-inserted last: the oldest keys are the first dropped
+        while len(records) > MAX_KEYS:
+            records.pop(next(iter(records)))
+        _atomic_write(path, json.dumps({"version": VERSION, "records": records}, indent=1))
+    finally:
+        os.close(lock_fd)
+    return True
+
+
+def _ensure_private_dir(directory: str) -> None:
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
+    except OSError as exc:
+        raise UserError(f"cannot create {directory}: {exc.strerror}", key="MINITRON_HOME") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{directory} is not a directory (a symlink is not followed)", key="MINITRON_HOME")
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise UserError(f"{directory} is not owned by you or is writable by others; "
+                        f"fix with: chmod go-w {directory}", key="MINITRON_HOME")
+
+
+def _atomic_write(path: str, text: str) -> None:
+    """Temp file in the same directory (mkstemp: O_EXCL, 0600), fsync, rename over, fsync the directory."""
+    directory = os.path.dirname(path)
+    if os.path.islink(path):
+        raise UserError(f"{path} is a symlink; remove it (calibration data is never written through a link)",
+                        key="MINITRON_HOME")
+    fd, temp = tempfile.mkstemp(prefix=".calibration-", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
