@@ -12,15 +12,24 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
+from . import bundled
 from .errors import UserError
 from .schema import build, did_you_mean, field
-from .yamlfile import Located, join_key, load_yaml_file, resolve_named_file
+from .yamlfile import (Located, YamlSyntaxError, control_problem, join_key, load_yaml_file, load_yaml_text,
+                       looks_secret, resolve_named_file, shown)
 
-RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+RECIPE_DIR = bundled.recipe_dir()
 DEFAULT_RECIPE = "minitron-8b-wikitext"
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# `--set` keys: dotted names with [N] indexes; no empty part (`.=5`, `a..b=1`) and no spaces.
+OVERRIDE_KEY = re.compile(r"^[^.\[\]\s=]+(?:\.[^.\[\]\s=]+|\[\d+\])*$")
+# Upper bounds on every count and size: a few times the largest real model or run, far below
+# what would make the planner's loops or the stage scripts misbehave.
+MAX_STEPS = 10_000_000
+MAX_SEQ = 1 << 20
+MAX_GPUS_PER_NODE = 64
 
 
 def _check_time(value: str) -> str | None:
@@ -34,21 +43,21 @@ def _check_directive(value: str) -> str | None:
 
 
 def _check_entrypoint(value: str) -> str | None:
-    return None if ENTRYPOINT.match(value) else f"{value!r} is not a Python module name"
+    return None if ENTRYPOINT.match(value) else f"{shown(value)} is not a Python module name"
 
 
 @dataclass
 class ModelSpec:
     source: str = field(doc="hf://ORG/NAME, an absolute HF directory, nemo:/abs/ckpt, or random")
     tokenizer: str = field(doc="HF id or directory, or bpe:VOCAB to train one on the data")
-    num_layers: int = field(min=1)
-    hidden_size: int = field(min=1)
-    ffn_hidden_size: int = field(min=1)
-    num_attention_heads: int = field(min=1)
-    num_query_groups: int = field(min=1)
-    vocab_size: int = field(min=2)
+    num_layers: int = field(min=1, max=1024)
+    hidden_size: int = field(min=1, max=1 << 17)
+    ffn_hidden_size: int = field(min=1, max=1 << 19)
+    num_attention_heads: int = field(min=1, max=1024)
+    num_query_groups: int = field(min=1, max=1024)
+    vocab_size: int = field(min=2, max=1 << 22)
     nemo_config: Optional[str] = field(None, doc="NeMo config class for import, e.g. Llama31Config8B")
-    rotary_base: float = field(500000.0, min=1)
+    rotary_base: float = field(500000.0, min=1, max=1e12)
     tie_embeddings: bool = False
 
 
@@ -63,7 +72,7 @@ class DataSource:
 @dataclass
 class DataSpec:
     source: DataSource
-    seq_length: int = field(min=8)
+    seq_length: int = field(min=8, max=MAX_SEQ)
     text_key: str = "text"
     split_map: dict[str, str] = field({"train": "train", "validation": "validation", "test": "test"},
                                       doc="trainer role → dataset split")
@@ -73,7 +82,7 @@ class DataSpec:
 @dataclass
 class ScalingSpec:
     policy: Literal["fixed", "linear"] = "fixed"
-    reference_gpus: int = field(8, min=1, doc="GPUs the recipe's batch sizes were tuned for")
+    reference_gpus: int = field(8, min=1, max=1_000_000, doc="GPUs the recipe's batch sizes were tuned for")
     lr_rule: Literal["none", "linear", "sqrt"] = "none"
 
 
@@ -97,29 +106,29 @@ class ImportStage(StageSettings):
 
 @dataclass
 class TrainStage(StageSettings):
-    steps: Optional[int] = field(30, min=1)
-    tokens: Optional[float] = field(None, min=1, doc="token budget; sets steps = tokens/(GBS·seq)")
-    micro_batch_size: int = field(4, min=1)
-    global_batch_size: int = field(128, min=1)
-    seq_length: Optional[int] = field(None, min=8)
-    lr: float = field(1e-4, min=0)
-    min_lr: float = field(1e-5, min=0)
-    warmup_steps: int = field(2, min=0)
-    val_check_interval: int = field(10, min=1)
-    limit_val_batches: int = field(5, min=0)
-    log_every_n_steps: int = field(1, min=1)
-    ckpt_every_n_steps: int = field(10, min=1)
-    seed: int = 1234
+    steps: Optional[int] = field(30, min=1, max=MAX_STEPS)
+    tokens: Optional[float] = field(None, min=1, max=1e15, doc="token budget; sets steps = tokens/(GBS·seq)")
+    micro_batch_size: int = field(4, min=1, max=4096)
+    global_batch_size: int = field(128, min=1, max=1 << 20)
+    seq_length: Optional[int] = field(None, min=8, max=MAX_SEQ)
+    lr: float = field(1e-4, min=0, max=1)
+    min_lr: float = field(1e-5, min=0, max=1)
+    warmup_steps: int = field(2, min=0, max=MAX_STEPS)
+    val_check_interval: int = field(10, min=1, max=MAX_STEPS)
+    limit_val_batches: int = field(5, min=0, max=100_000)
+    log_every_n_steps: int = field(1, min=1, max=MAX_STEPS)
+    ckpt_every_n_steps: int = field(10, min=1, max=MAX_STEPS)
+    seed: int = field(1234, min=0, max=2**32 - 1)
     precision: Literal["bf16-mixed", "16-mixed", "32"] = "bf16-mixed"
-    weight_decay: float = field(0.1, min=0)
+    weight_decay: float = field(0.1, min=0, max=10)
     adam_beta1: float = field(0.9, min=0, max=1)
     adam_beta2: float = field(0.95, min=0, max=1)
-    clip_grad: float = field(1.0, min=0)
-    nodes: Optional[int] = field(None, min=1, doc="default: every node of the profile")
-    gpus_per_node: Optional[int] = field(None, min=1, doc="default: every GPU of a node")
-    tp: Optional[int] = field(None, min=1, doc="default: the planner's choice")
-    pp: Optional[int] = field(None, min=1)
-    cp: int = field(1, min=1)
+    clip_grad: float = field(1.0, min=0, max=1e6)
+    nodes: Optional[int] = field(None, min=1, max=10000, doc="default: every node of the profile")
+    gpus_per_node: Optional[int] = field(None, min=1, max=MAX_GPUS_PER_NODE, doc="default: every GPU of a node")
+    tp: Optional[int] = field(None, min=1, max=MAX_GPUS_PER_NODE, doc="default: the planner's choice")
+    pp: Optional[int] = field(None, min=1, max=1024)
+    cp: int = field(1, min=1, max=1024)
     sequence_parallel: Optional[bool] = None
     recompute: Literal["none", "selective", "full"] = "none"
 
@@ -127,16 +136,16 @@ class TrainStage(StageSettings):
 @dataclass
 class DistillStage(TrainStage):
     skip_lm_loss: bool = True
-    kd_loss_scale: float = field(1.0, min=0)
-    logit_layers: list[str] = field(["output_layer", "output_layer"])
+    kd_loss_scale: float = field(1.0, min=0, max=1e6)
+    logit_layers: list[str] = field(["output_layer", "output_layer"], max_items=2)
 
 
 @dataclass
 class PruneStage(StageSettings):
-    micro_batch_size: int = field(4, min=1, doc="calibration batch; its global batch equals it")
-    num_train_samples: int = field(1024, min=1)
-    seq_length: Optional[int] = field(None, min=8)
-    pp: Optional[int] = field(None, min=1, doc="default: the GPUs of one node")
+    micro_batch_size: int = field(4, min=1, max=4096, doc="calibration batch; its global batch equals it")
+    num_train_samples: int = field(1024, min=1, max=10_000_000)
+    seq_length: Optional[int] = field(None, min=8, max=MAX_SEQ)
+    pp: Optional[int] = field(None, min=1, max=1024, doc="default: the GPUs of one node")
 
 
 @dataclass
@@ -158,12 +167,12 @@ GPU_TRAINING_KINDS = ("finetune", "distill")
 
 @dataclass
 class PruningSpec:
-    drop_layers: Optional[list[int]] = field(None, doc="1-indexed layers to remove (depth pruning)")
-    target_num_layers: Optional[int] = field(None, min=1)
-    target_ffn_hidden_size: Optional[int] = field(None, min=1)
-    target_hidden_size: Optional[int] = field(None, min=1)
-    target_num_attention_heads: Optional[int] = field(None, min=1)
-    target_num_query_groups: Optional[int] = field(None, min=1)
+    drop_layers: Optional[list[int]] = field(None, max_items=1024, doc="1-indexed layers to remove (depth pruning)")
+    target_num_layers: Optional[int] = field(None, min=1, max=1024)
+    target_ffn_hidden_size: Optional[int] = field(None, min=1, max=1 << 19)
+    target_hidden_size: Optional[int] = field(None, min=1, max=1 << 17)
+    target_num_attention_heads: Optional[int] = field(None, min=1, max=1024)
+    target_num_query_groups: Optional[int] = field(None, min=1, max=1024)
 
     def targets(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -174,9 +183,9 @@ class Recipe:
     name: str
     model: ModelSpec
     data: DataSpec
-    pruning: dict[str, PruningSpec]
-    students: list[str]
-    description: str = ""
+    pruning: dict[str, PruningSpec] = field(max_items=16)
+    students: list[str] = field(max_items=16)
+    description: str = field("", max_len=4096, multiline=True, doc="free text; the only multi-line value")
     scaling: ScalingSpec = field(ScalingSpec())
     stages: dict[str, Any] = field({})
     after: dict[str, list[str]] = field({}, doc="extra ordering: stage → stages it must wait for")
@@ -206,22 +215,41 @@ def resolve_recipe_path(name_or_path: str | None) -> str:
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
     """`a.b[0].c=VALUE` or `a.b.0.c=VALUE`; VALUE is read as YAML (numbers, lists, booleans)."""
-    import yaml
-
+    if len(text) > 4096:
+        raise UserError(f"an override of {len(text)} characters; at most 4096 are allowed", key="--set")
     key, eq, raw = text.partition("=")
     key = key.strip()
     if not eq or not key:
-        raise UserError(f"expected KEY=VALUE, got {text!r}", key="--set")
+        raise UserError(f"expected KEY=VALUE, got {shown(text)}", key="--set")
+    if not OVERRIDE_KEY.match(key) or control_problem(key):
+        raise UserError(f"{shown(key)} is not a key path: dotted names with [N] indexes, no empty part "
+                        f"(e.g. stages.distill.steps or students[0])", key="--set")
+    problem = control_problem(raw, allow_newline=False)
+    if problem:  # before YAML would fold a newline into a space
+        raise UserError(f"the value {problem}", file=override_label(text), key=key)
     path: list[str | int] = []
     for part in re.split(r"\.|\[(\d+)\]", key):
         if part is None or part == "":
             continue
         path.append(int(part) if part.isdigit() else part)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    try:  # through the same bounds as a file: a value may hold YAML aliases
+        value = load_yaml_text(raw, override_label(text)).data if raw.strip() else ""
+    except YamlSyntaxError:
         value = raw
+    except UserError as exc:  # its key is relative to the value: name the override's key
+        inner = exc.key or ""
+        raise UserError(exc.message, file=override_label(text), hint=exc.hint,
+                        key=key + inner if inner.startswith("[") or not inner else f"{key}.{inner}") from None
     return path, value
+
+
+def override_label(text: str) -> str:
+    """How a message names an override: `--set KEY=VALUE`, the value cut short, or hidden when it
+    looks like a secret (a message must not carry one into a terminal or CI log)."""
+    key, _, raw = text.partition("=")
+    if looks_secret(raw):
+        return f"--set {key}=<value not shown>"
+    return f"--set {text}" if len(text) <= 80 else f"--set {text[:79]}…"
 
 
 def apply_overrides(src: Located, overrides: list[str]) -> None:
@@ -233,13 +261,13 @@ def apply_overrides(src: Located, overrides: list[str]) -> None:
             last = depth == len(path) - 1
             if isinstance(node, list):
                 if not isinstance(part, int) or not 0 <= part < len(node):
-                    raise UserError(f"{join_key(key, part)!r} is not an index of a list of {len(node)}",
-                                    key=f"--set {text}")
+                    raise UserError(f"{shown(join_key(key, part))} is not an index of a list of {len(node)}",
+                                    key=override_label(text))
             elif isinstance(node, dict):
                 if isinstance(part, int):
                     part = str(part)
             else:
-                raise UserError(f"{key!r} is {node!r}, not a mapping or list", key=f"--set {text}")
+                raise UserError(f"{shown(key)} is {shown(node)}, not a mapping or list", key=override_label(text))
             key = join_key(key, part)
             if last:
                 node[part] = value
@@ -247,7 +275,7 @@ def apply_overrides(src: Located, overrides: list[str]) -> None:
                 if isinstance(node, dict) and node.get(part) is None:
                     node[part] = {}
                 node = node[part]
-        src.origins[key] = f"--set {text}"
+        src.origins[key] = override_label(text)
 
 
 def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None) -> Recipe:
@@ -265,7 +293,7 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
 
 def _build_stages(raw: Any, src: Located) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise src.error("stages", f"expected a mapping of stage kinds, got {raw!r}")
+        raise src.error("stages", f"expected a mapping of stage kinds, got {shown(raw)}")
     for kind in raw:
         if kind not in STAGE_KINDS:
             raise src.error(f"stages.{kind}", f"unknown stage kind (known: {', '.join(STAGE_KINDS)})",
@@ -276,7 +304,7 @@ def _build_stages(raw: Any, src: Located) -> dict[str, Any]:
 def validate_recipe(recipe: Recipe, src: Located) -> None:
     m = recipe.model
     if not RECIPE_NAME.match(recipe.name):
-        raise src.error("name", f"{recipe.name!r}: use letters, digits, '.', '_' and '-' (it names the run)")
+        raise src.error("name", f"{shown(recipe.name)}: use letters, digits, '.', '_' and '-' (it names the run)")
     if m.num_attention_heads % m.num_query_groups:
         raise src.error("model.num_query_groups", f"num_attention_heads={m.num_attention_heads} is not "
                         f"divisible by num_query_groups={m.num_query_groups}")
@@ -284,7 +312,7 @@ def validate_recipe(recipe: Recipe, src: Located) -> None:
         raise src.error("model.hidden_size", f"hidden_size={m.hidden_size} is not divisible by "
                         f"num_attention_heads={m.num_attention_heads}")
     if not (m.source in ("random",) or m.source.startswith(("hf://", "nemo:/", "/"))):
-        raise src.error("model.source", f"{m.source!r}: expected hf://ORG/NAME, an absolute HF directory, "
+        raise src.error("model.source", f"{shown(m.source)}: expected hf://ORG/NAME, an absolute HF directory, "
                         f"nemo:/abs/checkpoint or random")
     if m.tokenizer.startswith("bpe:"):
         try:
@@ -292,7 +320,7 @@ def validate_recipe(recipe: Recipe, src: Located) -> None:
         except ValueError:
             vocab = 0
         if vocab < 64 or vocab > m.vocab_size:
-            raise src.error("model.tokenizer", f"{m.tokenizer!r}: bpe:VOCAB needs 64 ≤ VOCAB ≤ "
+            raise src.error("model.tokenizer", f"{shown(m.tokenizer)}: bpe:VOCAB needs 64 ≤ VOCAB ≤ "
                             f"model.vocab_size={m.vocab_size}")
     _validate_data(recipe, src)
     _validate_stages(recipe, src)
@@ -316,10 +344,10 @@ def _validate_data(recipe: Recipe, src: Located) -> None:
     if source.files:
         for split, path in source.files.items():
             if not os.path.isabs(path):
-                raise src.error(f"data.source.files.{split}", f"must be an absolute path, got {path!r}")
+                raise src.error(f"data.source.files.{split}", f"must be an absolute path, got {shown(path)}")
         for role, split in recipe.data.split_map.items():
             if split not in source.files:
-                raise src.error(f"data.split_map.{role}", f"names split {split!r}, which data.source.files "
+                raise src.error(f"data.split_map.{role}", f"names split {shown(split)}, which data.source.files "
                                 f"does not have", did_you_mean(split, source.files))
 
 
@@ -327,6 +355,9 @@ def _validate_stages(recipe: Recipe, src: Located) -> None:
     for kind in ("data", "finetune", "prune", "distill"):
         if not recipe.stages[kind].enabled:
             raise src.error(f"stages.{kind}.enabled", f"the {kind} stage cannot be disabled")
+    if not recipe.stages["import"].enabled:  # report and export are honoured by stage_graph
+        raise src.error("stages.import.enabled", "the import stage cannot be disabled; it is skipped by itself "
+                        "when model.source is an imported NeMo checkpoint (nemo:/path)")
     for kind in GPU_TRAINING_KINDS:
         st = recipe.stages[kind]
         key = f"stages.{kind}"
@@ -340,6 +371,9 @@ def _validate_stages(recipe: Recipe, src: Located) -> None:
         seq = st.seq_length or recipe.data.seq_length
         if seq > recipe.data.seq_length:
             raise src.error(f"{key}.seq_length", f"{seq} exceeds data.seq_length={recipe.data.seq_length}")
+        if st.tokens is not None and st.tokens / (st.global_batch_size * seq) > MAX_STEPS:
+            raise src.error(f"{key}.tokens", f"{st.tokens:g} tokens at global_batch_size={st.global_batch_size} and "
+                            f"seq_length={seq} are more than {MAX_STEPS} steps")
     if recipe.stages["distill"].logit_layers and len(recipe.stages["distill"].logit_layers) != 2:
         raise src.error("stages.distill.logit_layers", "expected [student_layer, teacher_layer]")
 
@@ -351,7 +385,7 @@ def _validate_pruning(recipe: Recipe, src: Located) -> None:
     for name, spec in recipe.pruning.items():
         key = f"pruning.{name}"
         if not STAGE_NAME.match(f"prune_{name}") or len(name) > 30:
-            raise src.error(key, f"{name!r}: pruning names are lower-case letters, digits and '_'")
+            raise src.error(key, f"{shown(name)}: pruning names are lower-case letters, digits and '_'")
         targets = spec.targets()
         if not targets:
             raise src.error(key, "give drop_layers or at least one target_* size")
@@ -362,7 +396,7 @@ def _validate_pruning(recipe: Recipe, src: Located) -> None:
             bad = [layer for layer in layers if not 1 <= layer <= m.num_layers]
             if bad:
                 raise src.error(f"{key}.drop_layers", f"layers are 1-indexed and the model has "
-                                f"{m.num_layers}: {bad} out of range")
+                                f"{m.num_layers}: {shown(bad)} out of range")
             if len(set(layers)) != len(layers):
                 raise src.error(f"{key}.drop_layers", "lists a layer twice")
             if len(layers) >= m.num_layers:
@@ -386,7 +420,7 @@ def _validate_pruning(recipe: Recipe, src: Located) -> None:
     seen: set[str] = set()
     for index, student in enumerate(recipe.students):
         if student not in recipe.pruning:
-            raise src.error(f"students[{index}]", f"{student!r} names no pruning stage "
+            raise src.error(f"students[{index}]", f"{shown(student)} names no pruning stage "
                             f"(pruning defines: {', '.join(recipe.pruning)})",
                             did_you_mean(student, recipe.pruning))
         if student in seen:
@@ -415,10 +449,10 @@ def stage_graph(recipe: Recipe, src: Located | None = None) -> list[StageNode]:
     for stage, waits in recipe.after.items():
         key = f"after.{stage}"
         if stage not in by_name:
-            raise _graph_error(src, key, f"no stage named {stage!r}", did_you_mean(stage, by_name))
+            raise _graph_error(src, key, f"no stage named {shown(stage)}", did_you_mean(stage, by_name))
         for other in waits:
             if other not in by_name:
-                raise _graph_error(src, key, f"no stage named {other!r}", did_you_mean(other, by_name))
+                raise _graph_error(src, key, f"no stage named {shown(other)}", did_you_mean(other, by_name))
             if other not in by_name[stage].depends_on:
                 by_name[stage].depends_on.append(other)
     return _toposort(nodes, src)

@@ -7,12 +7,15 @@ traceback, nothing queued (a tripwire shadows every Slurm client) and no run dir
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from launcher.errors import UserError
 from tests.conftest import run_cli
 from tests.reliability.conftest import CORPUS
 
@@ -106,19 +109,94 @@ def test_control_good_inputs_plan_and_dry_run(sandbox):
     assert sandbox.leftovers(), "a dry run writes a run directory: the leftovers check would see it"
 
 
-def test_control_good_inputs_reach_sbatch_and_trip_the_wire(sandbox):
+def test_control_good_inputs_reach_slurm_and_trip_the_wire(sandbox):
+    """The good input passes every check of its own and reaches Slurm: the submit preflight's sinfo
+    (partitions, GPUs) is the first client it calls. Slurm not answering there creates nothing."""
     args, _ = _arguments({}, sandbox)
     proc = run_cli("submit", *args, env=sandbox.env)
-    assert proc.returncode == 7, proc.stderr
-    assert sandbox.tripwire_calls() and sandbox.tripwire_calls()[0].startswith("sbatch ")
+    assert proc.returncode == 5, proc.stderr
+    assert sandbox.tripwire_calls() and sandbox.tripwire_calls()[0].startswith("sinfo ")
     assert "tripwire: no Slurm here" in proc.stderr  # Slurm's own error is shown
+    assert sandbox.leftovers() == []
 
 
-def test_control_every_case_file_is_bad_only_where_it_says(sandbox):
-    """Each case file differs from the good file it was made from; the good files are good."""
-    good_profile = (CORPUS / "good" / "profile.yaml").read_bytes()
-    good_recipe = (CORPUS / "good" / "recipe.yaml").read_bytes()
+def _first_error(case: dict, sandbox, monkeypatch) -> UserError | None:
+    """The error the launcher gives for `case` at load or plan time, found in-process."""
+    from launcher.planner import make_plan
+    from launcher.profile import load_profile
+    from launcher.recipe import load_recipe
+
+    args, _ = _arguments(case, sandbox)
+    for name, value in {**sandbox.env, **{k: sandbox.substitute(v) for k, v in case.get("env", {}).items()}}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        make_plan(load_profile(args[1]), load_recipe(args[3], case.get("set", [])))
+    except UserError as exc:
+        return exc
+    return None
+
+
+def _top_level_spans(text: str) -> dict[str, set[int]]:
+    """Top-level key → the lines its entries span (each to the line before the next top-level key);
+    read line by line, so a file that does not load (a duplicate key) still has spans."""
+    starts = [(number, match.group(1).strip("'\"")) for number, line in enumerate(text.splitlines(), 1)
+              if (match := re.match(r"([^\s#-][^:]*):", line))]
+    spans: dict[str, set[int]] = {}
+    for (line, key), (end, _) in zip(starts, starts[1:] + [(len(text.splitlines()) + 1, "")]):
+        spans.setdefault(key, set()).update(range(line, end))
+    return spans
+
+
+def _hunks(good: str, bad: str) -> list[tuple[set[int], set[int]]]:
+    """Each changed block: (1-based lines of the good file it replaces, lines of the case file it holds)."""
+    matcher = difflib.SequenceMatcher(a=good.splitlines(), b=bad.splitlines(), autojunk=False)
+    return [(set(range(i1 + 1, i2 + 1)), set(range(j1 + 1, j2 + 1)))
+            for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+
+
+# Cases whose defect shows only at submission (unset variable, missing mount source) or when the run
+# directory is made (job_dir on disk, MINITRON_HOME): the CLI test above checks their message.
+LATE_CASES = {"profile-job-dir-read-only", "profile-job-dir-under-a-file", "profile-job-dir-registry-is-a-file",
+              "profile-job-dir-in-proc", "env-minitron-home-is-a-file", "profile-required-env-var-unset",
+              "profile-mount-source-missing"}
+
+
+def test_control_every_case_file_is_bad_only_where_it_says(sandbox, monkeypatch):
+    """The good files are accepted. Each case is refused with exactly the key and line it names (not
+    merely a message containing them), and every block in which its file differs from the good one
+    lies inside that key's top-level entry (or the cross-field partners its `also` lists): no case
+    passes because of a second, unrelated defect."""
+    assert _first_error({}, sandbox, monkeypatch) is None, "the good profile and recipe must be accepted"
+    late, problems = [], []
     for case in CASES:
-        for rel, good in ((case.get("profile"), good_profile), (case.get("recipe"), good_recipe)):
-            if rel:
-                assert (CORPUS / rel).read_bytes() != good, case["id"]
+        error = _first_error(case, sandbox, monkeypatch)
+        monkeypatch.undo()
+        if error is None:
+            late.append(case["id"])
+            continue
+        if error.key != case.get("key"):
+            problems.append(f"{case['id']}: refused at {error.key!r}: {error}")
+        if case.get("line") and case.get("names") in ("profile", "recipe") and error.line != case["line"]:
+            problems.append(f"{case['id']}: refused at line {error.line}: {error}")
+        for kind in ("profile", "recipe"):
+            if not case.get(kind):
+                continue
+            good = sandbox.substitute((CORPUS / "good" / f"{kind}.yaml").read_bytes()).decode()
+            bad = sandbox.substitute((CORPUS / case[kind]).read_bytes()).decode("utf-8", "replace")
+            hunks = _hunks(good, bad)
+            if not hunks:
+                problems.append(f"{case['id']}: the case file is the good file")
+            if not case.get("key"):  # a syntax error: the file is bad where the parser says
+                if case.get("line") and not any(new and min(new) <= case["line"] for _, new in hunks):
+                    problems.append(f"{case['id']}: line {case['line']} is before any line the case changed")
+                continue
+            tops = {case["key"].split(".")[0].split("[")[0], *case.get("also", [])}
+            spans_good, spans_bad = _top_level_spans(good), _top_level_spans(bad)
+            in_good = set().union(*(spans_good.get(top, set()) for top in tops))
+            in_bad = set().union(*(spans_bad.get(top, set()) for top in tops))
+            for old, new in hunks:
+                if not ((old and old <= in_good) or (new and new <= in_bad)):
+                    problems.append(f"{case['id']}: lines {sorted(new) or sorted(old)} differ from the good {kind} "
+                                    f"outside {', '.join(sorted(tops))}")
+    assert not problems, "\n".join(problems)
+    assert set(late) <= LATE_CASES, f"accepted at load and plan: {sorted(set(late) - LATE_CASES)}"
