@@ -33,7 +33,7 @@ def write_distillation_config(cfg: common.StageConfig) -> Path:
 
 def check_student_shape(cfg: common.StageConfig, config) -> None:
     """The planner's `student_shape` (optional) must be what the prune stage saved: catches a miswired input."""
-    for key, planned in (cfg.raw.get("student_shape") or {}).items():
+    for key, planned in (cfg.student_shape or {}).items():
         if getattr(config, key) != planned:
             raise ValueError(f"student {cfg.inputs['student']} has {key}={getattr(config, key)}, plan says {planned}")
 

@@ -5,6 +5,8 @@ into NeMo the same way everywhere. The one backend switch lives here too: withou
 Engine, megatron-core picks its local layer spec by itself (NeMo's `default_layer_spec`), and we
 turn off the fusions that need TE/apex, ask the data for an explicit attention mask, and register
 torch's RMSNorm with ModelOpt so it can prune the local spec.
+
+Checkpoints load the way the tutorial loads them (`legacy_ckpt=True`): see `ckpt_load_strictness`.
 """
 
 from __future__ import annotations
@@ -128,6 +130,51 @@ def data_module(cfg: StageConfig, tokenizer, micro_batch_size: int, global_batch
     )
 
 
+# A model-side checkpoint key that may be absent on disk: Transformer Engine's per-module `_extra_state` (FP8
+# metadata; the sharded-object form ends in /shard_<i>_<n>).
+_TE_EXTRA_STATE = re.compile(r"\._extra_state(/shard_[\d_]+)?$")
+_UNEXPECTED_MARK = "Unexpected keys (for this rank):"
+
+
+class _ExtraStateOnlyGuard(logging.Filter):
+    """Keeps the lenient load honest: megatron logs (LOG_ALL) the keys the model asked for that the checkpoint
+    lacks; anything there but TE's `_extra_state` is a real weight, so the load fails as a strict one would."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if _UNEXPECTED_MARK in msg:
+            rest = msg.split(_UNEXPECTED_MARK, 1)[1]
+            keys = re.findall(r"'([^']+)'", rest)
+            bad = sorted(k for k in keys if not _TE_EXTRA_STATE.search(k)) if keys else [rest.strip()]
+            if bad:
+                raise RuntimeError(f"checkpoint lacks {len(bad)} tensor(s) the model needs (only Transformer Engine's "
+                                   f"_extra_state may be absent): {bad[:8]}{' ...' if len(bad) > 8 else ''}")
+        return True
+
+
+def ckpt_load_strictness():
+    """How every stage loads a checkpoint: NeMo's `legacy_ckpt=True` (what the tutorial passes), i.e.
+    `MegatronStrategy(ckpt_load_strictness=StrictHandling.LOG_ALL)` (NeMo 2.7
+    `llm/modelopt/model_utils.py`: `ckpt_load_strictness=StrictHandling.LOG_ALL if legacy_ckpt else None`;
+    `scripts/llm/gpt_train.py --legacy_ckpt` the same for training/distillation; `llm.distill` has no flag and
+    reads the strategy's value for the teacher too, `distill/utils.py::teacher_provider`).
+
+    Needed with Transformer Engine: the prune stage restores and saves through ModelOpt's spec
+    (`_set_gpt_mamba_modelopt_spec`), whose TE norm wrapper drops its `_extra_state` from the state dict
+    (megatron `post_training/modelopt/layers.py::Norm`), while the saved context still names NeMo's
+    `default_layer_spec`; distill and report build the student with the TE spec, whose final norm asks for
+    `decoder.final_layernorm._extra_state`, and the default (`ASSUME_OK_UNEXPECTED`) lets torch's loader fail
+    on it ("Missing key in checkpoint state_dict: ..._extra_state/shard_0_1"; on the GPU device that key was
+    the only one absent). LOG_ALL drops absent keys from the request; `_ExtraStateOnlyGuard` turns any other
+    absent key into an error, so real weights stay strictly checked."""
+    from megatron.core.dist_checkpointing.validation import StrictHandling
+
+    validation_log = logging.getLogger("megatron.core.dist_checkpointing.validation")
+    if not any(isinstance(f, _ExtraStateOnlyGuard) for f in validation_log.filters):
+        validation_log.addFilter(_ExtraStateOnlyGuard())
+    return StrictHandling.LOG_ALL
+
+
 def _dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision.startswith("bf16") else torch.float32
 
@@ -151,6 +198,7 @@ def strategy(cfg: StageConfig, precision: str, **overrides) -> nl.MegatronStrate
         # Synchronous saves: the complete marker and the requeue exit must never race a background write.
         ckpt_async_save=False,
         ckpt_parallel_load=True,
+        ckpt_load_strictness=ckpt_load_strictness(),
         ddp=DistributedDataParallelConfig(
             check_for_nan_in_grad=True, grad_reduce_in_fp32=True, overlap_grad_reduce=True,
             overlap_param_gather=shard, average_in_collective=True, use_distributed_optimizer=shard,

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The tiny recipe through `minitron submit` on the GPU device (one H200, no network, Python 3.12 with the
+# image's torch 2.11 + CUDA 13), twice at once: with Transformer Engine importable (the container's path: TE
+# layer specs, ModelOpt's spec for pruning) and with TE hidden (megatron-core's local spec). Each run has its
+# own MINITRON_HOME, job_dir and master port; both share GPU 0. Results land in $OUT (8 files at most):
+#   $OUT/{te,nonte}/status.json  `minitron status --json`
+#   $OUT/{te,nonte}/status.txt   the human status table, then per stage the pruned shapes and val losses
+#   $OUT/{te,nonte}/run.tgz      logs, markers, plan, stage configs, report of the run
+#   $OUT/device.log              install, TE build and polling log
+#
+# Fetch first, here: jobs/tools/fetch_device_wheels.sh (.whl/, .whl-te/py/, .whl-te/parts/ = the TE core wheel
+# in 3 parts: one call carries at most 64 MiB). Then back-to-back device calls (the machine is given back
+# 30 s after a call; /tmp and processes started in their own session survive between calls), each from the
+# repo root (or a snapshot of it) with the named paths carried:
+#   1. carry .whl .whl-te/py      : jobs/tools/device_te.sh stash .whl-te/py && jobs/tools/device_te.sh base
+#   2. carry .whl-te/parts/*-00   : /tmp/mt-code/jobs/tools/device_te.sh stash .whl-te/parts
+#   3. carry .whl-te/parts/*-01   : /tmp/mt-code/jobs/tools/device_te.sh stash .whl-te/parts
+#   4. carry .whl-te/parts/*-02   : /tmp/mt-code/jobs/tools/device_te.sh stash .whl-te/parts &&
+#                                   /tmp/mt-code/jobs/tools/device_te.sh te-and-wait 480
+#   5. (if 4 ended with exit 3)   : /tmp/mt-code/jobs/tools/device_te.sh wait 540
+# `base` installs the NeMo set, copies the code to /tmp/mt-code and submits the TE-hidden run at once, so it
+# runs while the parts travel; `te` joins the parts (sha256 checked), installs TE and builds its torch extension
+# on the device (NVTE_CUDA_ARCHS=90, ~90 s); `te-and-wait` = te + submit te + wait. Where one call can carry
+# everything (a machine with network or shared storage), `all` does base, te, both submits and wait.
+# Exit: 0 both runs DONE, 1 a run failed or a step broke, 3 still running at the deadline (call `wait` again).
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+CODE=/tmp/mt-code               # the code both runs use (copied once: later calls may carry another tree)
+CARRY=/tmp/minitron-carry       # carried TE files, kept across calls
+SITE=/tmp/site OVERLAY=/tmp/overlay TE_SITE=/tmp/te-site
+WORK=/tmp/mt-runs
+OUT=${OUT:-/tmp/mt-out}
+mkdir -p "$OUT" "$CARRY" "$WORK"
+LOG=$OUT/device.log
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+say() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
+pip_target() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$@"; }
+
+pythonpath() {  # te: TE importable; nonte: TE absent from the path
+    if [ "$1" = te ]; then echo "$OVERLAY:$TE_SITE:$SITE:$CODE"; else echo "$OVERLAY:$SITE:$CODE"; fi
+}
+
+stash() {  # copy carried files (dirs or files) into $CARRY, keeping their last path component's folder
+    for src in "$@"; do
+        [ -e "$src" ] || { say "stash: $src not carried"; return 1; }
+        dest=$CARRY/$(basename "$(dirname "$src/.")")
+        mkdir -p "$dest" && cp -r "$src"/. "$dest"/ 2>/dev/null || cp "$src" "$CARRY"/
+        say "stashed $src -> $dest ($(du -sh "$dest" | cut -f1))"
+    done
+}
+
+base() {  # NeMo set + overlay, code copy, then the TE-hidden run starts at once
+    [ "$REPO" = "$CODE" ] || { rm -rf "$CODE" && mkdir -p "$CODE" && cp -r "$REPO"/. "$CODE"/ && rm -rf "$CODE"/.whl "$CODE"/.whl-te; }
+    pip_target "$SITE" "$REPO"/.whl/*.whl || return 1
+    pip_target "$OVERLAY" "$REPO"/.whl/overlay/*.whl || return 1
+    say "NeMo set installed ($(ls "$REPO"/.whl/*.whl | wc -l) wheels + overlay); code at $CODE"
+    nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader >> "$LOG"
+    submit nonte
+}
+
+te() {  # join the core wheel, install TE, build its torch extension here
+    local build=/tmp/te-build core
+    mkdir -p "$build"
+    core=$(awk '{print $2}' "$CARRY"/py/SHA256SUMS)
+    cat "$CARRY"/parts/"$core".part-* > "$build/$core" || return 1
+    (cd "$build" && sha256sum -c "$CARRY"/py/SHA256SUMS) >> "$LOG" 2>&1 || { say "core wheel sha256 mismatch"; return 1; }
+    pip_target "$TE_SITE" "$build/$core" "$CARRY"/py/transformer_engine-*.whl "$CARRY"/py/nvdlfw_inspect-*.whl || return 1
+    tar -xzf "$CARRY"/py/transformer_engine_torch-*.tar.gz -C "$build" || return 1
+    local t0=$SECONDS
+    (cd "$build"/transformer_engine_torch-*/ && PYTHONPATH=$TE_SITE:$SITE NVTE_CUDA_ARCHS=90 MAX_JOBS=16 \
+        python3 -m pip wheel -q --no-deps --no-build-isolation --no-index -w "$build/dist" .) >> "$LOG" 2>&1 \
+        || { say "TE torch extension build failed (see device.log)"; return 1; }
+    say "TE torch extension built in $((SECONDS - t0)) s: $(ls "$build"/dist)"
+    # pip --target skips it (TE_SITE/transformer_engine exists): unpack the wheel (.so + dist-info) by hand
+    python3 - "$build"/dist/transformer_engine_torch-*.whl "$TE_SITE" <<'EOF' >> "$LOG" 2>&1 || return 1
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1]); z.extractall(sys.argv[2]); print("unpacked:", *z.namelist(), sep="\n  ")
+EOF
+    PYTHONPATH=$(pythonpath te) python3 -c "
+import torch, transformer_engine, transformer_engine.pytorch as te
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+get_gpt_layer_with_transformer_engine_spec()
+x = torch.randn(8, 64, device='cuda', dtype=torch.bfloat16, requires_grad=True)
+te.Linear(64, 64, params_dtype=torch.bfloat16)(x).sum().backward()
+print('TE', transformer_engine.__version__, 'importable: te.Linear fwd/bwd ran, TE layer spec built')" 2>&1 | tail -1 | tee -a "$LOG"
+}
+
+submit() {  # $1 = te | nonte: the tiny recipe with the device profile (own job_dir, home, master port)
+    local mode=$1 dir=$WORK/$1 port
+    port=$([ "$mode" = te ] && echo 29500 || echo 29610)
+    mkdir -p "$dir"
+    sed -e "s|^job_dir:.*|job_dir: $dir/runs|" -e "/^master_port:/d" -e "/^attention:/d" \
+        "$CODE"/cluster_profiles/device-h200.yaml > "$dir/profile.yaml"
+    printf 'master_port: %s\nattention: %s\n' "$port" "$([ "$mode" = te ] && echo fused || echo unfused)" >> "$dir/profile.yaml"
+    local have_te
+    have_te=$(cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") python3 -c "from jobs.common import te_available as t; print(t())")
+    say "submit $mode (te_available=$have_te)"
+    if [ "$have_te" != "$([ "$mode" = te ] && echo True || echo False)" ]; then
+        say "submit $mode: TE importability is not what this run needs"; return 1
+    fi
+    (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home CUDA_VISIBLE_DEVICES=0 \
+        python3 -m launcher.cli submit -p "$dir/profile.yaml" -r tiny --set stages.export.enabled=true --json \
+        > "$dir/submit.json" 2>> "$LOG") || { say "submit $mode failed"; cat "$dir/submit.json" >> "$LOG"; return 1; }
+    say "submitted $mode: $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")"
+}
+
+status() {  # $1 = mode; writes status.json/status.txt under $WORK/mode; returns the CLI's exit code (3 = running)
+    local dir=$WORK/$1 rc
+    [ -f "$dir/submit.json" ] || return 9
+    (cd "$CODE" && PYTHONPATH=$(pythonpath "$1") MINITRON_HOME=$dir/home \
+        python3 -m launcher.cli status --json > "$dir/status.json" 2>> "$LOG"); rc=$?
+    echo "$rc" > "$dir/status.rc"
+    return "$rc"
+}
+
+collect() {  # $1 = mode: status table, shapes, losses and logs into $OUT/mode
+    local mode=$1 dir=$WORK/$1 run_dir
+    [ -f "$dir/submit.json" ] || return 0
+    mkdir -p "$OUT/$mode"
+    status "$mode"
+    run_dir=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")
+    cp "$dir/status.json" "$OUT/$mode/status.json"
+    (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home COLUMNS=200 \
+        python3 -m launcher.cli status > "$OUT/$mode/status.txt" 2>&1)
+    python3 - "$run_dir" >> "$OUT/$mode/status.txt" 2>&1 <<'EOF'
+import json, pathlib, re, sys
+run = pathlib.Path(sys.argv[1])
+print("\n== saved models (context/model.yaml of each stage's outputs.model)")
+for marker in sorted((run / "markers").glob("*.complete")):
+    outputs = json.loads(marker.read_text()).get("outputs", {})
+    model = outputs.get("model")
+    ctx = pathlib.Path(model or "", "context", "model.yaml") if model else None
+    if ctx and ctx.exists():
+        text = ctx.read_text()
+        vals = {k: (re.search(rf"^\s+{k}: (\S+)", text, re.M) or [None, "?"])[1]
+                for k in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups")}
+        spec = (re.search(r"transformer_layer_spec:\s*\n(?:\s+_call_.*\n)?\s+_target_: (\S+)", text) or [None, "?"])[1]
+        print(f"{marker.stem:14s} {vals}  spec={spec}")
+print("\n== validation losses (report stage)")
+for path in (run / "work").rglob("*.json"):
+    try:
+        data = json.loads(path.read_text())
+    except Exception:
+        continue
+    if isinstance(data, dict) and "val_loss" in data and isinstance(data["val_loss"], dict):
+        for label, loss in data["val_loss"].items():
+            print(f"{label:28s} {loss:.4f}")
+print("\n== key log lines")
+pat = re.compile(r"Dropping layers|Missing key|_extra_state|Unexpected keys|lacks|Traceback|Error|"
+                 r"modelopt layer spec|val loss|parameters\) saved|Pruned model saved", re.I)
+for log in sorted((run / "logs").glob("*")):
+    if log.is_file():
+        hits = [l.rstrip()[:300] for l in log.read_text(errors="replace").splitlines() if pat.search(l)]
+        for line in hits[:12]:
+            print(f"{log.name}: {line}")
+EOF
+    tar -czf "$OUT/$mode/run.tgz" -C "$run_dir" --exclude='*.distcp' --exclude='*.pt' --exclude='*.bin' \
+        --exclude='*.idx' --exclude='checkpoints' --exclude='*.safetensors' . 2>> "$LOG"
+    say "collected $mode: $(du -sh "$OUT/$mode/run.tgz" | cut -f1)"
+}
+
+wait_runs() {  # poll both runs until neither is running or $1 seconds passed; collect
+    local deadline=$((SECONDS + ${1:-540})) te_rc nonte_rc
+    while :; do
+        status te; te_rc=$?
+        status nonte; nonte_rc=$?
+        if [ "$te_rc" != 3 ] && [ "$nonte_rc" != 3 ]; then break; fi
+        if [ "$SECONDS" -ge "$deadline" ]; then break; fi
+        sleep 10
+    done
+    say "status exit codes: te=$te_rc nonte=$nonte_rc (0 DONE, 3 running, 9 not submitted)"
+    collect te; collect nonte
+    for m in te nonte; do [ -f "$OUT/$m/status.txt" ] && sed -n '1,14p' "$OUT/$m/status.txt"; done
+    if [ "$te_rc" = 3 ] || [ "$nonte_rc" = 3 ]; then return 3; fi
+    [ "$te_rc" = 0 ] && [ "$nonte_rc" = 0 ]
+}
+
+cmd=${1:-all}; shift || true
+case "$cmd" in
+    stash) stash "$@" ;;
+    base) base ;;
+    te) te ;;
+    submit) submit "$1" ;;
+    wait) wait_runs "${1:-540}" ;;
+    te-and-wait) { te && submit te; } || say "TE path not started"; wait_runs "${1:-480}" ;;
+    all) stash "$REPO"/.whl-te/py "$REPO"/.whl-te/parts && base && { te && submit te; }; wait_runs "${1:-3600}" ;;
+    *) echo "usage: $0 stash PATH... | base | te | submit te|nonte | wait [S] | te-and-wait [S] | all [S]" >&2; exit 2 ;;
+esac
