@@ -1,21 +1,19 @@
-"""`minitron`: the command line. Thin: parse arguments, call one module, print for people or --json.
+"""`minitron`: the command line. Thin: parse arguments, call one command, print for people or --json.
 
-Imports are deferred into each command so `minitron --help` loads nothing heavy.
+Imports are deferred into each command so `minitron --help` loads nothing heavy. Every error leaves
+as one line and an ExitCode (launcher/errors.py); an unexpected exception too (its traceback only
+with MINITRON_DEBUG=1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
-from .errors import EXIT_USAGE, RunBusy, SlurmError, UserError
-
-EXIT_FAILED = 4         # status: a stage failed or was cancelled
-EXIT_RUNNING = 3        # status: stages still pending or running
-EXIT_SLURM_DOWN = 5     # Slurm could not be reached
-EXIT_BUSY = 6           # another minitron process holds the run
+from .errors import ExitCode, LauncherError, one_line
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +24,30 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
                         help="override a recipe key, e.g. stages.distill.steps=300 (repeatable)")
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.5 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.5 and 3600 seconds, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with ExitCode.USAGE and a one-line, escaped message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"minitron: error: {one_line(message)}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="minitron", description="Plan, submit and watch the Minitron prune+distill pipeline on Slurm.")
+    parser = _Parser(prog="minitron",
+                     description="Plan, submit and watch the Minitron prune+distill pipeline on Slurm.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("plan", help="plan every stage: nodes, parallelism, batches, memory, time")
     _add_inputs(p)
@@ -44,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="where is my run? one row per stage")
     p.add_argument("run", nargs="?", help="run id or directory (default: the newest)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", nargs="?", const=10.0, type=float, metavar="SECONDS",
-                   help="refresh until the run ends (default every 10 s)")
+    p.add_argument("--watch", nargs="?", const=10.0, type=_interval, metavar="SECONDS",
+                   help="refresh until the run is no longer live (default every 10 s)")
 
-    p = sub.add_parser("runs", help="list runs, newest first")
+    p = sub.add_parser("runs", help="every run and its live state, newest first")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("logs", help="print or follow a stage's log")
@@ -78,32 +95,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         from . import __version__
         print(f"minitron-launcher {__version__}")
-        return 0
+        return ExitCode.OK
     if not args.command:
         parser.print_help()
-        return EXIT_USAGE
-    handler: Callable[[argparse.Namespace], int] = getattr(__import__("launcher.commands", fromlist=["x"]),
-                                                           f"cmd_{args.command}")
+        return ExitCode.USAGE
     try:
-        return handler(args)
-    except UserError as exc:
+        from . import commands
+        handler: Callable[[argparse.Namespace], int] = getattr(commands, f"cmd_{args.command}")
+        return int(handler(args))
+    except LauncherError as exc:
         _error(str(exc))
         return exc.exit_code
-    except RunBusy as exc:
-        _error(str(exc))
-        return EXIT_BUSY
-    except SlurmError as exc:
-        _error(f"Slurm is not answering: {exc}")
-        return EXIT_SLURM_DOWN
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `minitron plan --json | head`
         sys.stderr.close()
-        return 0
+        return ExitCode.OK
+    except Exception as exc:  # noqa: BLE001 - the last-resort guard: one line, never a traceback
+        if os.environ.get("MINITRON_DEBUG"):
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} (rerun with MINITRON_DEBUG=1 for the traceback, "
+               f"and please report it)")
+        return ExitCode.INTERNAL
 
 
 def _error(message: str) -> None:
-    print(f"minitron: error: {message}", file=sys.stderr)
+    print(f"minitron: error: {one_line(message)}", file=sys.stderr)
 
 
 def print_json(data: Any) -> None:

@@ -1,4 +1,4 @@
-"""One function per CLI command. Each returns the process exit code."""
+"""One function per CLI command. Each returns the process exit code (launcher/errors.ExitCode)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import os
 import sys
 import time
 
-from .cli import EXIT_FAILED, EXIT_RUNNING, print_json
-from .errors import UserError
+from .cli import print_json
+from .errors import ExitCode, SubmitFailed, UserError
+from .state import LIVE_RUN_STATES, RunState
 
-EXIT_SUBMIT_FAILED = 7
+STATUS_EXIT = {RunState.DONE: ExitCode.OK, RunState.PENDING: ExitCode.LIVE, RunState.RUNNING: ExitCode.LIVE,
+               RunState.FAILED: ExitCode.FAILED, RunState.CANCELLED: ExitCode.FAILED,
+               RunState.PARTIAL: ExitCode.FAILED, RunState.RENDERED: ExitCode.NOT_SUBMITTED,
+               RunState.SUBMIT_FAILED: ExitCode.NOT_SUBMITTED}
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -24,36 +28,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print_json(plan.to_json())
     else:
         plan_table(plan, inputs.profile)
-    return 0
-
-
-def preflight(profile) -> None:
-    """What must hold before anything is queued: required variables set, mount sources present."""
-    missing = [name for name in profile.required_env_vars if not os.environ.get(name)]
-    if missing:
-        raise UserError(f"required environment variable(s) not set in this shell: {', '.join(missing)}",
-                        file=profile.source, key="required_env_vars")
-    if profile.executor == "local" and profile.image:
-        import shutil
-        if profile.image.startswith("/"):
-            raise UserError(f"the local executor runs images with docker, which cannot run the squashfs file "
-                            f"{profile.image}; name a registry image or set container: none",
-                            file=profile.source, key="container")
-        if not shutil.which("docker"):
-            raise UserError("the profile names an image but docker is not installed here; set container: none to "
-                            "run on bare metal (e.g. inside the NeMo container)", file=profile.source, key="container")
-    if profile.check_mounts:
-        for index, mount in enumerate(profile.mounts):
-            source = mount.split(":")[0]
-            if not os.path.exists(source):
-                raise UserError(f"mount source {source} does not exist (set check_mounts: false if only the "
-                                f"compute nodes see it)", file=profile.source, key=f"mounts[{index}]")
+    return ExitCode.OK
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .executors.base import SubmitFailed
     from .planner import make_plan
-    from .prepare import load_inputs, prepare_run
+    from .prepare import load_inputs, preflight, prepare_run
     from .registry import index_run
     from .submission import submit_run
     from .views import submission_table
@@ -61,53 +41,49 @@ def cmd_submit(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.profile, args.recipe, args.overrides)
     plan = make_plan(inputs.profile, inputs.recipe)
     if not args.dry_run:
-        preflight(inputs.profile)
+        preflight(inputs.profile, plan)
     run = prepare_run(inputs, plan)
     index_run(run)
-    if args.dry_run:
-        state = run.load_state()
-    else:
+    if not args.dry_run:
         try:
             submit_run(run)
         except SubmitFailed as exc:
             print(f"minitron: error: {exc}", file=sys.stderr)
             print(f"minitron: cancelled what this submission had queued ({', '.join(exc.cancelled) or 'nothing'}); "
-                  f"the run is recorded as submit_failed in {run.dir}", file=sys.stderr)
-            return EXIT_SUBMIT_FAILED
-        state = run.load_state()
+                  f"the run is recorded as SUBMIT_FAILED in {run.dir}", file=sys.stderr)
+            return ExitCode.SUBMIT_FAILED
+    record = run.load_record()
     if args.json:
         print_json({"run_id": run.id, "run_dir": run.dir, "dry_run": args.dry_run,
-                    "jobs": {name: s.job_id for name, s in state.stages.items()},
-                    "scripts": {name: run.paths.script(name) for name in state.stages}})
+                    "jobs": {name: s.job_id for name, s in record.stages.items()},
+                    "scripts": {name: run.layout.script(name) for name in record.stages}})
     else:
-        submission_table(run, state, args.dry_run)
-    return 0
+        submission_table(run, record, args.dry_run)
+    return ExitCode.OK
 
 
-def _status_once(run) -> tuple[int, object]:
-    from .submission import query
+def _report(run):
+    from .status import report_for
 
-    state = run.load_state()
-    report = query(run, state)
-    code = {"DONE": 0, "FAILED": EXIT_FAILED}.get(report.overall, EXIT_RUNNING)
-    return code, report
+    report = report_for(run)
+    return STATUS_EXIT[report.state], report
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .registry import resolve_run
 
-    run = resolve_run(args.run)
+    run = resolve_run(args.run, default_newest=True)
     if args.watch and not args.json:
         from .views import console, status_table
         while True:
-            code, report = _status_once(run)
+            code, report = _report(run)
             if sys.stdout.isatty():
                 console().clear()
             status_table(report)
-            if code != EXIT_RUNNING:
+            if report.state not in LIVE_RUN_STATES:
                 return code
             time.sleep(args.watch)
-    code, report = _status_once(run)
+    code, report = _report(run)
     if args.json:
         print_json(report.to_json())
     else:
@@ -117,40 +93,57 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """Every run with its live state: markers first, then one batched query per backend for all runs."""
     from .registry import indexed_runs
+    from .status import query_runs, run_report
 
+    entries = indexed_runs()
+    readable = [(e.run, e.record) for e in entries if e.run is not None]
+    results = query_runs(readable)
     rows = []
-    for run in indexed_runs():
-        state = run.load_state()
-        rows.append({"run_id": run.id, "dir": run.dir, "executor": state.executor, "status": state.status,
-                     "created_at": state.created_at, "stages": len(state.stages)})
+    for entry in entries:
+        row = {"run_id": entry.run_id, "dir": entry.dir, "executor": entry.record.executor if entry.record else None,
+               "state": None, "created_at": entry.created_at or None,
+               "stages": len(entry.record.stages) if entry.record else None, "error": entry.error}
+        if entry.run is not None:
+            try:
+                report = run_report(entry.run, entry.record, results[entry.record.executor])
+                row["state"] = report.overall
+                row["stage_states"] = {s.name: s.state for s in report.stages}
+            except UserError as exc:
+                row["error"] = exc.message
+        rows.append(row)
     if args.json:
         print_json(rows)
     else:
         from .views import runs_table
         runs_table(rows)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from jobs.contract import read_markers
+
     from .registry import resolve_run
-    from .status import read_markers, stage_log
+    from .state import LIVE_RUN_STATES
 
     run = resolve_run(args.run)
-    state = run.load_state()
+    record = run.load_record()
     stage = args.stage
     if stage is None:
-        started = [(read_markers(run, n).started or {}).get("time", 0) for n in state.stages]
-        if not any(started):
+        started = [(read_markers(run.layout, n).started, n) for n in record.stages]
+        started = [(s.time, n) for s, n in started if s is not None]
+        if not started:
             raise UserError(f"no stage of run {run.id} has started yet", key="STAGE")
-        stage = list(state.stages)[started.index(max(started))]
-    if stage not in state.stages:
+        stage = max(started)[1]
+    if stage not in record.stages:
         from .schema import did_you_mean
-        raise UserError(f"run {run.id} has no stage {stage!r}", key="STAGE", hint=did_you_mean(stage, state.stages))
-    path = stage_log(run, stage, state.stages[stage].job_id)
+        raise UserError(f"run {run.id} has no stage {stage!r}", key="STAGE", hint=did_you_mean(stage, record.stages))
+    path = run.layout.stage_log(stage, record.stages[stage].job_id)
     if path is None:
         raise UserError(f"stage {stage} has no log yet", key="STAGE")
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as handle:
         lines = handle.readlines()
         sys.stdout.writelines(lines[-args.lines:] if args.lines > 0 else lines)
         sys.stdout.flush()
@@ -160,40 +153,41 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 sys.stdout.write(line)
                 sys.stdout.flush()
                 continue
-            code, _ = _status_once(run)
-            if code != EXIT_RUNNING:
-                return 0
+            _, report = _report(run)
+            if report.state not in LIVE_RUN_STATES:
+                return ExitCode.OK
             time.sleep(1.0)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from .registry import resolve_run
     from .submission import cancel_run
+    from .views import console, text
 
     run = resolve_run(args.run)
     cancelled = cancel_run(run, args.stage)
-    print(f"cancelled {len(cancelled)} job(s) of run {run.id}: {' '.join(cancelled) or 'none were live'}")
-    return 0
+    console().print(f"cancelled {len(cancelled)} job(s) of run {text(run.id)}: "
+                    f"{text(' '.join(cancelled) or 'none were live')}")
+    return ExitCode.OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .executors.base import SubmitFailed
     from .registry import resolve_run
     from .submission import resume_run
-    from .views import submission_table
+    from .views import console, submission_table, text
 
     run = resolve_run(args.run)
     try:
         submitted, _ = resume_run(run)
     except SubmitFailed as exc:
         print(f"minitron: error: {exc}; cancelled {', '.join(exc.cancelled) or 'nothing'}", file=sys.stderr)
-        return EXIT_SUBMIT_FAILED
+        return ExitCode.SUBMIT_FAILED
     if not submitted:
-        print(f"run {run.id}: nothing to resume (every stage is done or still queued)")
-        return 0
-    submission_table(run, run.load_state(), False)
-    return 0
+        console().print(f"run {text(run.id)}: nothing to resume (every stage is done or still queued)")
+        return ExitCode.OK
+    submission_table(run, run.load_record(), False)
+    return ExitCode.OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -205,22 +199,27 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from .registry import resolve_run
+    from jobs.contract import ConfigError, read_stage_config
+
+    from .registry import read_small_file, resolve_run
 
     run = resolve_run(args.run)
-    summary = os.path.join(run.paths.stage_work("report"), "summary.json")
-    markdown = os.path.join(run.paths.stage_work("report"), "summary.md")
-    if not os.path.exists(summary):
-        raise UserError(f"run {run.id} has no report yet (the report stage writes {summary})", key="RUN")
+    try:
+        outputs = read_stage_config(run.layout.stage_config("report")).outputs
+    except ConfigError as exc:
+        raise UserError(f"run {run.id} has no readable report stage config: {exc}", key="RUN") from None
+    try:
+        summary = json.loads(read_small_file(outputs["summary_json"]))
+        markdown = read_small_file(outputs["summary_md"])
+    except (OSError, ValueError):
+        raise UserError(f"run {run.id} has no report yet (the report stage writes {outputs['summary_json']})",
+                        key="RUN") from None
     if args.json:
-        with open(summary, encoding="utf-8") as handle:
-            print_json(json.load(handle))
-        return 0
+        print_json(summary)
+        return ExitCode.OK
     from rich.console import Console
     from rich.markdown import Markdown
-    with open(markdown, encoding="utf-8") as handle:
-        Console().print(Markdown(handle.read()))
-    plot = os.path.join(run.paths.stage_work("report"), "val_loss.png")
-    if os.path.exists(plot):
-        print(f"plot: {plot}")
-    return 0
+    Console().print(Markdown(markdown))
+    if os.path.exists(outputs["plot"]):
+        print(f"plot: {outputs['plot']}")
+    return ExitCode.OK

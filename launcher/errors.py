@@ -1,14 +1,67 @@
-"""Errors a user can act on. The CLI prints them without a traceback and exits with their code."""
+"""The CLI's exit codes (one table, also in the README) and the errors that carry them.
+
+Every error the CLI reports is a `LauncherError` carrying its `ExitCode`; the CLI prints its one
+line and exits with that code. Messages are capped in length, kept on one line, and secret-looking
+values are redacted as a last line of defence (the loaders already avoid echoing them).
+"""
 
 from __future__ import annotations
 
-EXIT_USAGE = 2
+import enum
+import re
 
 
-class UserError(Exception):
+class ExitCode(enum.IntEnum):
+    """What `minitron` exits with. Scripts can rely on these."""
+
+    OK = 0                # done: the command did what was asked; status: every stage is done
+    CHECK_FAILED = 1      # check: at least one check failed
+    USAGE = 2             # bad input (profile, recipe, --set, arguments): nothing was created or queued
+    LIVE = 3              # status: stages are still pending or running
+    FAILED = 4            # status: a stage failed, or the run was cancelled
+    SLURM_DOWN = 5        # the scheduler did not answer
+    BUSY = 6              # another minitron process holds the run
+    SUBMIT_FAILED = 7     # the scheduler refused a stage; what this submission had queued was cancelled
+    NOT_SUBMITTED = 8     # status: the run was rendered (dry run) or its submission failed: nothing to wait for
+    INTERRUPTED = 130     # Ctrl-C
+    INTERNAL = 70         # a bug: the one-line guard caught an unexpected exception
+
+
+MAX_MESSAGE_CHARS = 400
+# Values that look like credentials: Hugging Face, GitHub, Slack, AWS, NGC/OpenAI-style keys, bearer tokens.
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{16,}|xox[abpr]-[A-Za-z0-9-]{10,}|"
+                           r"AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{16,}|nvapi-[A-Za-z0-9_-]{16,})")
+_SECRET_ASSIGNMENT = re.compile(r"((?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL)[A-Z0-9_]*\s*[=:]\s*)"
+                                r"(['\"]?)[^\s'\",}\]]+", re.I)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like a credential with `<redacted>`."""
+    text = _SECRET_VALUE.sub("<redacted>", text)
+    return _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A message safe to print: redacted, control bytes shown as escapes, one line, at most `limit` chars."""
+    text = redact(text).replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class LauncherError(Exception):
+    """Base of every error the CLI turns into one line and an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
+
+
+class UserError(LauncherError):
     """Bad input: names the file, the key and (where YAML gives it) the line."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
                  line: int | None = None, hint: str | None = None):
@@ -28,18 +81,34 @@ class UserError(Exception):
         text = f"{': '.join(where)}: {self.message}" if where else self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input held
+        return one_line(text)
 
 
-class SlurmError(Exception):
+class SlurmError(LauncherError):
     """A Slurm client call failed; carries Slurm's own message."""
 
+    exit_code = ExitCode.SLURM_DOWN
+
     def __init__(self, command: list[str], returncode: int, stderr: str):
-        super().__init__(f"{command[0]} failed (exit {returncode}): {stderr.strip()}")
+        super().__init__(f"Slurm is not answering: {command[0]} failed (exit {returncode}): {stderr.strip()}")
         self.command = command
         self.returncode = returncode
         self.stderr = stderr
 
 
-class RunBusy(Exception):
+class RunBusy(LauncherError):
     """Another minitron process holds the run's lock."""
+
+    exit_code = ExitCode.BUSY
+
+
+class SubmitFailed(LauncherError):
+    """A submission failed part-way; everything it had queued was cancelled."""
+
+    exit_code = ExitCode.SUBMIT_FAILED
+
+    def __init__(self, stage: str, message: str, cancelled: list[str]):
+        super().__init__(f"submitting stage {stage} failed: {message}")
+        self.stage = stage
+        self.message = message
+        self.cancelled = cancelled

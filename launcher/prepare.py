@@ -1,4 +1,4 @@
-"""Profile + recipe → plan → rendered run directory. Shared by `submit` and `submit --dry-run`."""
+"""Profile + recipe → plan → checks → rendered run directory. Shared by `submit` and `submit --dry-run`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import json
 import os
 from typing import Any
 
+from jobs.contract import RunLayout, stage_config_text
+
+from .errors import UserError
+from .executors import executor_for
 from .planner import Plan, make_plan
 from .profile import ClusterProfile, load_profile
 from .recipe import Recipe, load_recipe
-from .registry import Run, create_run, new_run_id, runs_root
-from .render import render_slurm_script
-from .stageconfig import RunPaths, build_stage_config
+from .registry import Run, check_job_dir, create_run, new_run_id, runs_root
+from .stageconfig import build_stage_config
 
 
 @dataclasses.dataclass
@@ -26,38 +29,58 @@ def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | 
     return Inputs(load_profile(profile), load_recipe(recipe, overrides), list(overrides or []))
 
 
+def preflight(profile: ClusterProfile, plan: Plan) -> None:
+    """What must hold before anything is created or queued: required variables set, mount sources
+    present, and what the backend can verify (Slurm: partitions, account, qos, GPUs per node)."""
+    missing = [name for name in profile.required_env_vars if not os.environ.get(name)]
+    if missing:
+        raise UserError(f"required environment variable(s) not set in this shell: {', '.join(missing)}",
+                        file=profile.source, key="required_env_vars")
+    check_job_dir(profile.job_dir, profile.source)
+    if profile.check_mounts:
+        for index, mount in enumerate(profile.mounts):
+            source = mount.split(":")[0]
+            if not os.path.exists(source):
+                raise UserError(f"mount source {source} does not exist (set check_mounts: false if only the "
+                                f"compute nodes see it)", file=profile.source, key=f"mounts[{index}]")
+    executor_for(profile.executor).preflight(profile, plan.stages)
+
+
 def _plain(obj: Any) -> Any:
     data = dataclasses.asdict(obj)
     data.pop("source", None)
     return data
 
 
-def render_run_files(run_id: str, paths: RunPaths, inputs: Inputs, plan: Plan) -> dict[str, str]:
+def render_run_files(run_id: str, layout: RunLayout, inputs: Inputs, plan: Plan) -> dict[str, str]:
+    """Every file of the run directory, by path relative to it."""
     import yaml
 
-    from .render import render_local_script
-
     profile, recipe = inputs.profile, inputs.recipe
+    executor = executor_for(profile.executor)
+
+    def rel(path: str) -> str:
+        return os.path.relpath(path, layout.run_dir)
+
     files = {
-        "profile.yaml": yaml.safe_dump(_plain(profile), sort_keys=False),
-        "recipe.yaml": yaml.safe_dump(_plain(recipe), sort_keys=False),
-        "plan.json": json.dumps(plan.to_json(), indent=2) + "\n",
-        "inputs.json": json.dumps({"profile": profile.source, "recipe": recipe.source,
-                                   "overrides": inputs.overrides}, indent=2) + "\n",
+        rel(layout.profile): yaml.safe_dump(_plain(profile), sort_keys=False),
+        rel(layout.recipe): yaml.safe_dump(_plain(recipe), sort_keys=False),
+        rel(layout.plan): json.dumps(plan.to_json(), indent=2) + "\n",
+        rel(layout.inputs): json.dumps({"profile": profile.source, "recipe": recipe.source,
+                                        "overrides": inputs.overrides}, indent=2) + "\n",
     }
+    names = [s.name for s in plan.stages]
     for stage in plan.stages:
-        config = build_stage_config(run_id, paths, recipe, plan, stage)
-        files[os.path.relpath(paths.stage_config(stage.name), paths.run_dir)] = json.dumps(config, indent=2) + "\n"
-        script = (render_slurm_script(run_id, paths, profile, stage) if profile.executor == "slurm"
-                  else render_local_script(run_id, paths, profile, stage))
-        files[os.path.relpath(paths.script(stage.name), paths.run_dir)] = script
+        config = build_stage_config(run_id, layout, recipe, plan, stage)
+        files[rel(layout.stage_config(stage.name))] = stage_config_text(config)
+        files[rel(layout.script(stage.name))] = executor.render_script(run_id, layout.run_dir, profile, stage, names)
     return files
 
 
 def prepare_run(inputs: Inputs, plan: Plan | None = None) -> Run:
     plan = plan or make_plan(inputs.profile, inputs.recipe)
     run_id = new_run_id(inputs.recipe.name)
-    paths = RunPaths(os.path.join(runs_root(inputs.profile.job_dir), run_id))
-    files = render_run_files(run_id, paths, inputs, plan)
+    layout = RunLayout(os.path.join(runs_root(inputs.profile.job_dir), run_id))
+    files = render_run_files(run_id, layout, inputs, plan)
     return create_run(inputs.profile.job_dir, run_id, files, [s.name for s in plan.stages],
                       inputs.profile.executor, source=inputs.profile.source)

@@ -1,20 +1,22 @@
 """Render one script per stage from the template files in launcher/templates/: sbatch for Slurm,
-plain bash for the local executor's supervisor."""
+plain bash for the local executor's supervisor. The executors call these (Executor.render_script)."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
-from typing import Any
+from typing import Any, Iterable
 
-from . import __version__
+from jobs.contract import PER_ATTEMPT_MARKERS, Marker, RunLayout, StageExit
+
+from . import __version__, bundled
 from .planner import StagePlan
 from .profile import ClusterProfile
-from .stageconfig import RunPaths
 
-TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
-CONTINUE_EXIT_CODE = 85  # a training job saved a checkpoint before its time limit
+TEMPLATE_DIR = bundled.template_dir()
+SQUEUE_NAME_CHARS = 8  # plain `squeue` shows this much of a job name
+_KIND_TAGS = {"prune": "pr-", "distill": "kd-"}
 
 
 def _comment(text: str) -> str:
@@ -31,8 +33,22 @@ def _environment() -> Any:
     return env
 
 
-def job_name(run_id: str, stage: str) -> str:
-    return f"mt-{stage}-{run_id}"
+def _tag(stage: str) -> str:
+    kind, _, variant = stage.partition("_")
+    return f"{_KIND_TAGS[kind]}{variant}" if kind in _KIND_TAGS and variant else stage
+
+
+def job_names(run_id: str, stages: Iterable[str]) -> dict[str, str]:
+    """Slurm job names whose first 8 characters differ between the stages of a run (plain `squeue`
+    cuts names there): `finetune.<run>`, `pr-depth.<run>`, `kd-width.<run>`; where two stages would
+    still look alike, the stage's position in the graph makes them differ."""
+    stages = list(stages)
+    names = {stage: f"{_tag(stage)}.{run_id}" for stage in stages}
+    prefixes = [name[:SQUEUE_NAME_CHARS] for name in names.values()]
+    for index, stage in enumerate(stages):
+        if prefixes.count(names[stage][:SQUEUE_NAME_CHARS]) > 1:
+            names[stage] = f"{index:02d}{_tag(stage)[:SQUEUE_NAME_CHARS - 2]}.{run_id}"
+    return names
 
 
 def container_mounts(profile: ClusterProfile) -> list[str]:
@@ -40,28 +56,52 @@ def container_mounts(profile: ClusterProfile) -> list[str]:
     return [f"{profile.job_dir}:{profile.job_dir}"] + list(profile.mounts)
 
 
-def _common_context(run_id: str, paths: RunPaths, profile: ClusterProfile, stage: StagePlan) -> dict[str, Any]:
+def _common_context(run_id: str, layout: RunLayout, profile: ClusterProfile, stage: StagePlan) -> dict[str, Any]:
     """What both templates render: the stage, its paths, the environment to set and to pass through."""
     env_values = sorted(profile.env_values().items())
     passthrough = profile.env_passthrough()
     container_env = sorted(set(passthrough) | {name for name, _ in env_values}
                            | {"MINITRON_RUN_DIR", "MINITRON_STAGE", "MASTER_ADDR", "MASTER_PORT"})
-    return dict(version=__version__, run_id=run_id, stage=stage, profile=profile, paths=paths,
+    markers = {kind.name.lower(): os.path.basename(layout.marker(stage.name, kind)) for kind in Marker}
+    return dict(version=__version__, run_id=run_id, stage=stage, profile=profile, layout=layout,
                 env_values=env_values, passthrough=passthrough, image=profile.image,
                 mounts=container_mounts(profile), container_env=container_env,
-                config_path=paths.stage_config(stage.name))
+                config_path=layout.stage_config(stage.name), markers=markers,
+                per_attempt=[os.path.basename(layout.marker(stage.name, k)) for k in PER_ATTEMPT_MARKERS],
+                continue_code=int(StageExit.CONTINUE))
 
 
-def render_slurm_script(run_id: str, paths: RunPaths, profile: ClusterProfile, stage: StagePlan) -> str:
+_MEMORY = re.compile(r"^(\d+)([KMGT]?)$", re.I)
+_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024, "": 1}
+
+
+def node_share(profile: ClusterProfile, stage: StagePlan) -> tuple[bool, int | None, str | None]:
+    """(exclusive, cpus per task, --mem) for a stage. Only multi-GPU stages take whole nodes (with
+    `exclusive`) and all of their memory; a 1-GPU stage asks for its GPUs' share of the node's CPUs and
+    memory, so that several can share a node; a CPU stage asks for what its plan says."""
     tasks = stage.gpus_per_node or 1
-    cpus = None
     if stage.gpus_per_node == 0:
-        cpus = stage.cpus_per_task
-    elif profile.cpus_per_node:
-        cpus = max(1, profile.cpus_per_node // tasks)
+        return False, stage.cpus_per_task, None
+    whole_node = stage.nodes * stage.gpus_per_node > 1 or stage.gpus_per_node >= profile.gpus_per_node
+    share = 1.0 if whole_node else stage.gpus_per_node / profile.gpus_per_node
+    cpus = max(1, int(profile.cpus_per_node * share) // tasks) if profile.cpus_per_node else None
+    memory: str | None = profile.mem_per_node
+    if not whole_node:
+        match = _MEMORY.match(profile.mem_per_node)
+        mib = int(match.group(1)) * _MIB[match.group(2).upper()] if match else 0
+        memory = f"{max(1, int(mib * share))}M" if mib else None  # 0 means "all of it": not for a share
+    return whole_node and profile.exclusive and stage.nodes * stage.gpus_per_node > 1, cpus, memory
+
+
+def render_slurm_script(run_id: str, run_dir: str, profile: ClusterProfile, stage: StagePlan,
+                        stage_names: Iterable[str] | None = None) -> str:
+    layout = RunLayout(run_dir)
+    exclusive, cpus, memory = node_share(profile, stage)
+    names = job_names(run_id, stage_names if stage_names is not None else [stage.name])
     return _environment().get_template("slurm_stage.sh.j2").render(
-        **_common_context(run_id, paths, profile, stage), job_name=job_name(run_id, stage.name),
-        tasks_per_node=tasks, cpus_per_task=cpus, continue_code=CONTINUE_EXIT_CODE)
+        **_common_context(run_id, layout, profile, stage), job_name=names[stage.name],
+        log_pattern=layout.slurm_log_pattern(stage.name), exclusive=exclusive, memory=memory,
+        tasks_per_node=stage.gpus_per_node or 1, cpus_per_task=cpus)
 
 
 def docker_image(enroot_ref: str) -> str:
@@ -69,11 +109,13 @@ def docker_image(enroot_ref: str) -> str:
     return enroot_ref.replace("#", "/", 1)
 
 
-def render_local_script(run_id: str, paths: RunPaths, profile: ClusterProfile, stage: StagePlan) -> str:
+def render_local_script(run_id: str, run_dir: str, profile: ClusterProfile, stage: StagePlan,
+                        stage_names: Iterable[str] | None = None) -> str:
+    layout = RunLayout(run_dir)
     python = shlex.quote(profile.python)
     launcher = (f"{python} -m torch.distributed.run --standalone --nproc-per-node={stage.gpus_per_node}"
                 if stage.gpus_per_node else python)
     image = profile.image
     return _environment().get_template("local_stage.sh.j2").render(
-        **_common_context(run_id, paths, profile, stage), launcher=launcher,
+        **_common_context(run_id, layout, profile, stage), launcher=launcher,
         image_docker=docker_image(image) if image and not image.startswith("/") else image)

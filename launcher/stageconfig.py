@@ -1,53 +1,23 @@
-"""The per-stage JSON the jobs read (docs/stage-config.md): paths, shape, parallelism, schedule."""
+"""Build each stage's config (jobs.contract.StageConfig) from the recipe and the plan: paths, shape,
+parallelism, schedule. The contract module defines, validates and writes it; this only fills it in."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from jobs.contract import SCHEMA_VERSION, RunLayout, StageConfig
+
 from .planner import Plan, StagePlan, student_shape
 from .recipe import Recipe
 
-SCHEMA_VERSION = 1
 
-
-class RunPaths:
-    """Where everything of one run lives; the single place that knows the layout."""
-
-    def __init__(self, run_dir: str):
-        self.run_dir = run_dir
-        self.code = os.path.join(run_dir, "code")
-        self.stages = os.path.join(run_dir, "stages")
-        self.scripts = os.path.join(run_dir, "scripts")
-        self.logs = os.path.join(run_dir, "logs")
-        self.markers = os.path.join(run_dir, "markers")
-        self.work = os.path.join(run_dir, "work")
-        self.state = os.path.join(run_dir, "state.json")
-        self.lock = os.path.join(run_dir, "state.lock")
-        self.plan = os.path.join(run_dir, "plan.json")
-
-    def stage_config(self, stage: str) -> str:
-        return os.path.join(self.stages, f"{stage}.json")
-
-    def script(self, stage: str) -> str:
-        return os.path.join(self.scripts, f"{stage}.sh")
-
-    def stage_work(self, stage: str) -> str:
-        return os.path.join(self.work, stage)
-
-    def marker(self, stage: str, kind: str) -> str:
-        return os.path.join(self.markers, f"{stage}.{kind}")
-
-    def model_path(self, stage: str) -> str:
-        return os.path.join(self.work, stage, "model")
-
-
-def _model_source(recipe: Recipe, paths: RunPaths) -> str:
+def _model_source(recipe: Recipe, paths: RunLayout) -> str:
     source = recipe.model.source
     return source[len("nemo:"):] if source.startswith("nemo:") else paths.model_path("import")
 
 
-def build_stage_config(run_id: str, paths: RunPaths, recipe: Recipe, plan: Plan, sp: StagePlan) -> dict[str, Any]:
+def build_stage_config(run_id: str, paths: RunLayout, recipe: Recipe, plan: Plan, sp: StagePlan) -> StageConfig:
     m = recipe.model
     tokenizer_trained = m.tokenizer.startswith("bpe:")
     data_dir = paths.stage_work("data")
@@ -136,4 +106,4 @@ def build_stage_config(run_id: str, paths: RunPaths, recipe: Recipe, plan: Plan,
     elif kind == "export":
         config["export"] = {"students": {name: paths.model_path(f"distill_{name}") for name in recipe.students}}
         config["outputs"] = {name: os.path.join(work, name) for name in recipe.students}
-    return config
+    return StageConfig.from_json(config)

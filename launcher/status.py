@@ -1,113 +1,28 @@
-"""Stage status: Slurm's (or the local supervisor's) word, the run's markers and the stage's log.
+"""Status: gather the evidence for one run or many (registry, scheduler, markers, logs) and let the
+state machine (launcher/state.py) decide each stage's state and the run's.
 
-A stage is DONE only when its complete marker lists outputs that exist; a job Slurm calls COMPLETED
-without them is INCOMPLETE. When Slurm has forgotten a job (MinJobAge) and keeps no accounting, the
-markers alone tell what happened.
+Markers come first: a run whose stages are all complete needs no scheduler call at all. Every other
+job of every run asked about goes into one batched executor query per backend.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
-from .executors.base import FAILED_STATES, LIVE_STATES, JobInfo
-from .registry import Run, RunState
+from jobs.contract import Progress, parse_progress, read_markers
 
-PROGRESS = re.compile(r"MINITRON_PROGRESS\s+(.*)")
+from .executors import executor_for
+from .executors.base import JobRef, QueryResult
+from .registry import Run, RunRecord
+from .state import (BROKEN, LIVE, Evidence, RunState, StageState, decide_run, decide_stage, exit_status)
+
 TAIL_BYTES = 256 * 1024
 TAIL_LINES = 12
-BAD_STATES = FAILED_STATES | {"INCOMPLETE", "LOST"}
-
-
-@dataclass
-class Markers:
-    started: Optional[dict[str, Any]] = None
-    finished_rc: Optional[int] = None
-    complete: bool = False
-    continue_requested: bool = False  # the job saved a checkpoint before its limit and asks to go on
-    outputs: dict[str, str] = field(default_factory=dict)
-
-
-def read_markers(run: Run, stage: str) -> Markers:
-    markers = Markers()
-    try:
-        with open(run.paths.marker(stage, "started"), encoding="utf-8") as handle:
-            parts = handle.read().split()
-        markers.started = {"job_id": parts[0], "host": parts[1], "time": float(parts[2]),
-                           "attempt": int(parts[3])} if len(parts) >= 4 else None
-    except (OSError, ValueError):
-        pass
-    try:
-        with open(run.paths.marker(stage, "finished"), encoding="utf-8") as handle:
-            markers.finished_rc = int(handle.read().strip())
-    except (OSError, ValueError):
-        pass
-    markers.continue_requested = os.path.exists(run.paths.marker(stage, "continue"))
-    try:
-        with open(run.paths.marker(stage, "complete"), encoding="utf-8") as handle:
-            outputs = json.load(handle).get("outputs", {})
-        markers.outputs = {k: v for k, v in outputs.items() if isinstance(v, str)}
-        markers.complete = all(os.path.exists(p) for p in markers.outputs.values())
-    except (OSError, ValueError, AttributeError):
-        pass
-    return markers
-
-
-@dataclass
-class Progress:
-    step: Optional[int] = None
-    total: Optional[int] = None
-    train_loss: Optional[float] = None
-    val_loss: Optional[float] = None
-
-
-def read_tail(path: str, max_bytes: int = TAIL_BYTES) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[1:] if size > max_bytes else lines
-
-
-def parse_progress(lines: list[str]) -> Progress:
-    progress = Progress()
-    for line in lines:
-        match = PROGRESS.search(line)
-        if not match:
-            continue
-        fields = dict(item.split("=", 1) for item in match.group(1).split() if "=" in item)
-        try:
-            if "step" in fields:
-                progress.step = int(fields["step"])
-            if "total" in fields:
-                progress.total = int(fields["total"])
-            if "train_loss" in fields:
-                progress.train_loss = float(fields["train_loss"])
-            if "val_loss" in fields:
-                progress.val_loss = float(fields["val_loss"])
-        except ValueError:
-            continue
-    return progress
-
-
-def stage_log(run: Run, stage: str, job_id: str | None) -> str | None:
-    """The stage's current log: Slurm's `<stage>-<jobid>.out`, or the local executor's `<stage>.log`."""
-    for name in ([f"{stage}-{job_id}.out"] if job_id else []) + [f"{stage}.log"]:
-        path = os.path.join(run.paths.logs, name)
-        if os.path.exists(path):
-            return path
-    candidates = sorted((f for f in os.listdir(run.paths.logs) if f.startswith(f"{stage}-")),
-                        key=lambda f: os.path.getmtime(os.path.join(run.paths.logs, f)))
-    return os.path.join(run.paths.logs, candidates[-1]) if candidates else None
+STALL_STEPS = 10          # a training stage is STALLED after this many step times without progress ...
+STALL_FLOOR_S = 600.0     # ... and never sooner than this
 
 
 @dataclass
@@ -120,13 +35,21 @@ class StageStatus:
     time_limit: Optional[str] = None
     nodes: Optional[str] = None
     exit_code: Optional[int] = None
+    signal: Optional[str] = None            # SIGTERM, ... when a signal ended the job
+    exception: Optional[str] = None         # the failing rank's last exception line
+    exit_source: Optional[str] = None       # task (the failure marker), script, sacct, jobcomp, local
     step: Optional[int] = None
     total_steps: Optional[int] = None
     train_loss: Optional[float] = None
     val_loss: Optional[float] = None
     eta_s: Optional[float] = None
+    est_s: Optional[float] = None           # the plan's estimate of the stage's wall time
+    gpus: int = 0                           # nodes × GPUs per node, as planned
+    est_gpu_hours: Optional[float] = None
+    gpu_hours: Optional[float] = None       # elapsed × GPUs, once the stage has ended
     attempt: int = 0
     source: str = ""
+    rule: str = ""
     log_path: Optional[str] = None
     log_tail: list[str] = field(default_factory=list)
 
@@ -135,77 +58,169 @@ class StageStatus:
 class RunReport:
     run_id: str
     run_dir: str
-    overall: str  # DONE | RUNNING | FAILED | NOT_SUBMITTED
+    overall: str
     stages: list[StageStatus]
     notes: list[str] = field(default_factory=list)
+    totals: dict[str, Optional[float]] = field(default_factory=dict)  # plan vs actual for the whole run
+
+    @property
+    def state(self) -> RunState:
+        return RunState(self.overall)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def stage_status(run: Run, name: str, job_id: str | None, info: JobInfo | None, cancelled: bool,
-                 planned_steps: int | None, time_limit: str | None) -> StageStatus:
-    markers = read_markers(run, name)
-    status = StageStatus(name=name, state="NOT_SUBMITTED", job_id=job_id, time_limit=time_limit)
+def read_tail(path: str, max_bytes: int = TAIL_BYTES) -> list[str]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - max_bytes))
+        data = handle.read(max_bytes)
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[1:] if size > max_bytes else lines
+
+
+def _signal_name(number: Optional[int]) -> Optional[str]:
+    if not number:
+        return None
+    import signal
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _stall_after(kind: str, progress: Progress) -> Optional[float]:
+    if kind not in ("finetune", "distill") or progress.time is None:
+        return None
+    return max(STALL_STEPS * (progress.step_time_s or 0.0), STALL_FLOOR_S)
+
+
+def stage_status(run: Run, name: str, planned: dict[str, Any], job_id: Optional[str], cancelled: bool,
+                 result: QueryResult, now: float) -> StageStatus:
+    job = result.jobs.get(job_id) if job_id else None
+    markers = read_markers(run.layout, name)
+    log = run.layout.stage_log(name, job_id) if job_id else None
+    lines = read_tail(log) if log else []
+    progress = parse_progress(lines)
+    evidence = Evidence(job_id=job_id, cancelled_by_user=cancelled, job=job, markers=markers, progress=progress,
+                        now=now, stall_after_s=_stall_after(planned.get("kind", ""), progress))
+    decision = decide_stage(evidence)
+    ended = exit_status(evidence, decision.state)
+    status = StageStatus(name=name, state=decision.state.value, job_id=job_id, reason=decision.reason,
+                         time_limit=planned.get("time_limit"), exit_code=ended.code, signal=_signal_name(ended.signal),
+                         exception=ended.exception, exit_source=ended.source or None, rule=decision.rule,
+                         source=job.source if job else ("markers" if job_id else ""), log_path=log)
     if markers.started:
-        status.attempt = markers.started["attempt"]
-    if info is not None:
-        status.state, status.reason, status.elapsed_s = info.state, info.reason, info.elapsed_s
-        status.nodes, status.exit_code, status.source = info.nodes, info.exit_code, info.source
-        status.time_limit = time_limit or info.time_limit  # the planned limit, in one format
-    if status.state == "COMPLETING":
-        status.state = "RUNNING"
-    live = info is not None and info.live
-    if markers.complete and not live:
-        status.state = "DONE"
-    elif info is None and job_id:
-        status.source = "markers"
-        if markers.finished_rc is not None:
-            status.exit_code = markers.finished_rc
-            status.state = "FAILED" if markers.finished_rc != 0 else "INCOMPLETE"
-        elif markers.started and markers.started.get("job_id") == job_id:
-            status.state = "LOST"
-            status.reason = "Slurm no longer knows the job and it wrote no finish marker"
-        else:
-            status.state = "CANCELLED" if cancelled else "LOST"
-    elif status.state == "COMPLETED":
-        status.state = "INCOMPLETE"  # Slurm says completed, but the outputs are not all there
-        status.reason = "no complete marker or missing outputs"
-    if status.exit_code is None and markers.finished_rc is not None and not live:
-        status.exit_code = markers.finished_rc
-    if status.elapsed_s is None and markers.started and status.state == "RUNNING":
-        status.elapsed_s = time.time() - markers.started["time"]
-    log = stage_log(run, name, job_id) if os.path.isdir(run.paths.logs) else None
-    if log:
-        status.log_path = log
-        lines = read_tail(log)
-        progress = parse_progress(lines)
+        status.attempt = markers.started.attempt
+    if job is not None:
+        status.elapsed_s, status.nodes = job.elapsed_s, job.nodes
+    if status.elapsed_s is None and markers.started:
+        if decision.state in LIVE:
+            status.elapsed_s = now - markers.started.time
+        elif decision.state == StageState.DONE and markers.finished_at:
+            status.elapsed_s = max(0.0, markers.finished_at - markers.started.time)
+    status.est_s = round(planned["est_hours"] * 3600, 1) if planned.get("est_hours") is not None else None
+    status.gpus = int(planned.get("nodes", 1)) * int(planned.get("gpus_per_node", 0))
+    status.est_gpu_hours = planned.get("est_gpu_hours")
+    if decision.state not in LIVE and status.elapsed_s is not None:
+        status.gpu_hours = round(status.elapsed_s * status.gpus / 3600, 4)
+    if progress.step is not None:
         status.step, status.train_loss, status.val_loss = progress.step, progress.train_loss, progress.val_loss
-        status.total_steps = progress.total or planned_steps if progress.step is not None else None
-        if status.state in BAD_STATES:
-            status.log_tail = lines[-TAIL_LINES:]
-        if status.state == "RUNNING" and progress.step and status.total_steps and status.elapsed_s:
-            status.eta_s = status.elapsed_s / progress.step * (status.total_steps - progress.step)
+        status.total_steps = progress.total or planned.get("steps")
+    if decision.state in BROKEN or decision.state == StageState.CANCELLED and markers.started:
+        status.log_tail = lines[-TAIL_LINES:]
+    if decision.state in (StageState.RUNNING, StageState.STALLED) and progress.step and status.total_steps:
+        per_step = progress.step_time_s or ((status.elapsed_s or 0) / progress.step)
+        status.eta_s = per_step * (status.total_steps - progress.step) if per_step else None
     return status
 
 
-def overall_state(stages: list[StageStatus]) -> str:
-    states = {s.state for s in stages}
-    if states == {"DONE"}:
-        return "DONE"
-    if states & LIVE_STATES:
-        return "RUNNING"
-    if states & BAD_STATES:
-        return "FAILED"
-    return "NOT_SUBMITTED" if "NOT_SUBMITTED" in states else "RUNNING"
+def _needs_scheduler(run: Run, record: RunRecord) -> list[JobRef]:
+    """The jobs whose state the markers cannot settle: submitted and not complete."""
+    refs = []
+    for name, stage in record.stages.items():
+        if stage.job_id and not read_markers(run.layout, name).complete:
+            refs.append(JobRef(run=run, stage=name, job_id=stage.job_id))
+    return refs
 
 
-def run_report(run: Run, state: RunState, infos: dict[str, JobInfo], notes: list[str]) -> RunReport:
+def query_runs(runs: Iterable[tuple[Run, RunRecord]]) -> dict[str, QueryResult]:
+    """One batched query per executor for every job of every run that the markers cannot settle."""
+    runs = list(runs)
+    by_executor: dict[str, list[JobRef]] = {}
+    for run, record in runs:
+        by_executor.setdefault(record.executor, []).extend(_needs_scheduler(run, record))
+    results = {kind: (executor_for(kind).query(refs) if refs else QueryResult()) for kind, refs in by_executor.items()}
+    return results
+
+
+def run_report(run: Run, record: RunRecord, result: QueryResult, now: Optional[float] = None) -> RunReport:
+    now = time.time() if now is None else now
+    planned = {s["name"]: s for s in run.load_plan()["stages"]}
+    stages = [stage_status(run, name, planned.get(name, {}), st.job_id, st.cancelled, result, now)
+              for name, st in record.stages.items()]
+    overall = decide_run([StageState(s.state) for s in stages], record.submit_failed)
     plan = run.load_plan()
-    planned = {s["name"]: s for s in plan["stages"]}
-    stages = []
-    for name, st in state.stages.items():
-        info = infos.get(st.job_id) if st.job_id else None
-        stages.append(stage_status(run, name, st.job_id, info, st.cancelled, planned[name].get("steps"),
-                                   planned[name].get("time_limit")))
-    return RunReport(run_id=run.id, run_dir=run.dir, overall=overall_state(stages), stages=stages, notes=notes)
+    ended = [s for s in stages if s.gpu_hours is not None]
+    starts = [m.started.time for m in (read_markers(run.layout, s.name) for s in stages) if m.started]
+    ends = [s for s in stages if s.state == StageState.DONE.value]
+    totals = {"est_wall_s": round(plan["est_hours"] * 3600, 1) if plan.get("est_hours") is not None else None,
+              "est_gpu_hours": plan.get("est_gpu_hours"),
+              "gpu_hours": round(sum(s.gpu_hours for s in ended), 4) if ended else None,
+              "wall_s": None}
+    finished = [read_markers(run.layout, s.name).finished_at for s in ends]
+    if overall == RunState.DONE and starts and all(finished):
+        totals["wall_s"] = round(max(finished) - min(starts), 1)
+    return RunReport(run_id=run.id, run_dir=run.dir, overall=overall.value, stages=stages, notes=list(result.notes),
+                     totals=totals)
+
+
+def measured_times(run: Run, planned: dict[str, Any], name: str) -> Optional[tuple[float, Optional[float]]]:
+    """(startup seconds, seconds per step) of a DONE stage's last attempt, from its markers and log."""
+    markers = read_markers(run.layout, name)
+    if not (markers.complete and markers.started and markers.finished_at):
+        return None
+    wall = markers.finished_at - markers.started.time
+    steps = planned.get("steps") if planned.get("kind") in ("finetune", "distill") else None
+    log = run.layout.stage_log(name, markers.started.job_id)
+    step_s = parse_progress(read_tail(log)).step_time_s if (steps and log) else None
+    if wall <= 0:
+        return None
+    startup = max(0.0, wall - step_s * steps) if step_s and steps else wall
+    return startup, step_s
+
+
+def record_calibration(run: Run, record: RunRecord, report: RunReport) -> None:
+    """Feed the planner's calibration with the measured times of this run's finished stages (once each)."""
+    from . import calibration
+
+    planned = {s["name"]: s for s in run.load_plan()["stages"]}
+    for stage in report.stages:
+        plan = planned.get(stage.name, {})
+        keys = calibration.stage_keys(plan) if plan.get("calibration_profile_key") else None
+        measured = measured_times(run, plan, stage.name) if stage.state == StageState.DONE.value and keys else None
+        if measured is None:
+            continue
+        startup, step_s = measured
+        calibration.record_stage(*keys, startup_s=startup, step_s=step_s,
+                                 steps=plan.get("steps") if step_s else None,
+                                 source=f"{run.id}/{stage.name}/{stage.job_id}")
+
+
+def report_for(run: Run, record: Optional[RunRecord] = None) -> RunReport:
+    record = record or run.load_record()
+    result = query_runs([(run, record)]).get(record.executor, QueryResult())
+    report = run_report(run, record, result)
+    if report.state == RunState.DONE:
+        from .errors import UserError
+        try:
+            record_calibration(run, record, report)
+        except (UserError, OSError, ValueError) as exc:
+            report.notes.append(f"timings not recorded for calibration: {exc}")
+    return report

@@ -1,9 +1,23 @@
-"""Everything printed for people: rich tables for plans, submissions, status and runs."""
+"""Everything printed for people: rich tables for plans, submissions, status, runs and checks.
+
+Every value that comes from a file, a scheduler or a log passes through `text()`: rich markup is
+escaped, control bytes are shown as escapes (an ESC in a profile key cannot retitle or clear the
+terminal), secret-looking values are redacted, and its length is bounded.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+from .errors import one_line
+
+CELL_CHARS = 1000
+
+
+def text(value: Any, limit: int = CELL_CHARS) -> str:
+    from rich.markup import escape
+    return escape(one_line(str(value), limit))
 
 
 def console() -> Any:
@@ -30,8 +44,8 @@ def _hours(h: float) -> str:
 def plan_table(plan: Any, profile: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
-                        f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model})", title_justify="left")
+    table = Table(title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
+                             f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model})"), title_justify="left")
     for col in ("stage", "after", "nodes×GPUs", "TP/PP/CP/DP", "MBS/GBS ×acc", "steps", "tokens",
                 "mem/GPU GiB", "partition", "image", "limit", "est", "GPU·h"):
         table.add_column(col, no_wrap=True)
@@ -41,40 +55,46 @@ def plan_table(plan: Any, profile: Any) -> None:
         if s.est_memory_gib and s.gpu_memory_gib and s.est_memory_gib > 0.9 * s.gpu_memory_gib:
             mem = f"[yellow]{mem}[/]"
         table.add_row(
-            s.name, ",".join(s.depends_on) or "-", f"{s.nodes}×{s.gpus_per_node}" if gpu else "cpu",
+            text(s.name), text(",".join(s.depends_on) or "-"), f"{s.nodes}×{s.gpus_per_node}" if gpu else "cpu",
             f"{s.tp}/{s.pp}/{s.cp}/{s.dp}" if gpu else "-",
             f"{s.micro_batch_size}/{s.global_batch_size} ×{s.grad_accum}" if s.global_batch_size else "-",
             str(s.steps) if s.steps is not None else "-",
-            _tokens(s.tokens), mem, s.partition or "-", s.container or "none", s.time_limit,
+            _tokens(s.tokens), mem, text(s.partition or "-"), text(s.container or "none"), text(s.time_limit),
             _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-")
     out = console()
     out.print(table)
     for s in plan.stages:
-        out.print(f"  [bold]{s.name}[/]: {s.why}")
+        out.print(f"  [bold]{text(s.name)}[/]: {text(s.why)}")
     data = plan.to_json()
     out.print(f"critical path ≈ {_hours(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
-                  f"(throughput model; see benchmarks/RESULTS.md)")
+              f"(time model; see benchmarks/RESULTS.md)")
 
 
-def submission_table(run: Any, state: Any, dry_run: bool) -> None:
+def submission_table(run: Any, record: Any, dry_run: bool) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(f"run [bold]{run.id}[/]" + (" (dry run: nothing submitted)" if dry_run else ""))
+    out.print(f"run [bold]{text(run.id)}[/]" + (" (dry run: nothing submitted)" if dry_run else ""))
     table = Table()
     table.add_column("stage")
     table.add_column("job id" if not dry_run else "script")
-    for name, stage in state.stages.items():
-        table.add_row(name, run.paths.script(name) if dry_run else (stage.job_id or "-"))
+    for name, stage in record.stages.items():
+        table.add_row(text(name), text(run.layout.script(name) if dry_run else (stage.job_id or "-")))
     out.print(table)
-    out.print(f"run directory: {run.dir}")
+    out.print(f"run directory: {text(run.dir)}")
     if not dry_run:
-        out.print(f"watch it: minitron status {run.id} --watch")
+        out.print(f"watch it: minitron status {text(run.id)} --watch")
 
 
-STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red", "CANCELLED": "red",
-               "TIMEOUT": "red", "NODE_FAIL": "red", "OUT_OF_MEMORY": "red", "NOT_SUBMITTED": "dim",
-               "UNKNOWN": "magenta", "COMPLETED": "yellow", "REQUEUED": "yellow"}
+STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "STALLED": "magenta", "FAILED": "red",
+               "CANCELLED": "red", "TIMEOUT": "red", "NODE_FAIL": "red", "OUT_OF_MEMORY": "red", "PREEMPTED": "red",
+               "INCOMPLETE": "red", "LOST": "magenta", "NOT_SUBMITTED": "dim", "RENDERED": "dim",
+               "SUBMIT_FAILED": "red", "PARTIAL": "yellow"}
+
+
+def styled(state: str) -> str:
+    style = STATE_STYLE.get(state)
+    return f"[{style}]{text(state)}[/]" if style else text(state)
 
 
 def _duration(seconds: float | None) -> str:
@@ -86,40 +106,66 @@ def _duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _exit(s: Any) -> str:
+    if s.exit_code is None:
+        return "-"
+    return f"{s.exit_code} ({s.signal})" if s.signal else str(s.exit_code)
+
+
 def status_table(report: Any) -> None:
     from rich.table import Table
 
     out = console()
-    table = Table(title=f"run {report.run_id}: {report.overall}  ({time.strftime('%H:%M:%S')})",
+    table = Table(title=f"run {text(report.run_id)}: {styled(report.overall)}  ({time.strftime('%H:%M:%S')})",
                   title_justify="left")
-    for col in ("stage", "state", "job", "reason", "elapsed/limit", "nodes", "exit", "progress", "loss (train/val)",
-                "ETA"):
+    for col in ("stage", "state", "job", "reason", "elapsed/limit", "est", "nodes", "exit", "progress",
+                "loss (train/val)", "ETA"):
         table.add_column(col)
     for s in report.stages:
-        style = STATE_STYLE.get(s.state, "")
         progress = f"{s.step}/{s.total_steps}" if s.step is not None else "-"
         losses = "/".join("-" if v is None else f"{v:.3f}" for v in (s.train_loss, s.val_loss))
-        table.add_row(s.name, f"[{style}]{s.state}[/]" if style else s.state, s.job_id or "-", s.reason or "-",
-                      f"{_duration(s.elapsed_s)}/{s.time_limit or '-'}", s.nodes or "-",
-                      str(s.exit_code) if s.exit_code is not None else "-", progress,
-                      losses if s.step is not None else "-", _duration(s.eta_s))
+        table.add_row(text(s.name), styled(s.state), text(s.job_id or "-"), text(s.reason or "-", 80),
+                      f"{_duration(s.elapsed_s)}/{text(s.time_limit or '-')}", _duration(s.est_s),
+                      text(s.nodes or "-"), _exit(s), progress, losses if s.step is not None else "-",
+                      _duration(s.eta_s))
     out.print(table)
+    totals = report.totals or {}
+    if totals.get("gpu_hours") is not None:
+        wall = (f"wall {_duration(totals['wall_s'])} (planned {_duration(totals.get('est_wall_s'))}), "
+                if totals.get("wall_s") is not None else "")
+        out.print(f"{wall}GPU-hours {totals['gpu_hours']:.3f} used (planned {totals.get('est_gpu_hours') or 0:.3f})")
     for s in report.stages:
-        if s.state in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY") and s.log_tail:
-            out.print(f"[red]{s.name}[/] last log lines ({s.log_path}):")
+        if s.exception:
+            out.print(f"[red]{text(s.name)}[/] failed on its first failing rank: {text(s.exception)}")
+        if s.log_tail:
+            out.print(f"[red]{text(s.name)}[/] last log lines ({text(s.log_path)}):")
             for line in s.log_tail:
-                out.print(f"    {line}", markup=False)
+                out.print(f"    {text(line)}")
     for note in report.notes:
-        out.print(f"[dim]{note}[/]")
+        out.print(f"[dim]{text(note)}[/]")
 
 
 def runs_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="runs, newest first", title_justify="left")
-    for col in ("run", "executor", "created", "status", "stages", "directory"):
+    for col in ("run", "state", "executor", "created", "stages", "directory"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["run_id"], row["executor"], time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])),
-                      row["status"], str(row["stages"]), row["dir"])
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])) if row["created_at"] else "-"
+        state = styled(row["state"]) if not row.get("error") else f"[red]UNREADABLE[/] {text(row['error'], 120)}"
+        table.add_row(text(row["run_id"]), state, text(row["executor"] or "-"), created,
+                      text(row["stages"]), text(row["dir"]))
+    console().print(table)
+
+
+def checks_table(source: str, checks: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"checks for {text(source)}", title_justify="left")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    style = {"ok": "green", "warn": "yellow", "FAIL": "red"}
+    for check in checks:
+        table.add_row(text(check.name), f"[{style[check.result]}]{check.result}[/]", text(check.detail))
     console().print(table)

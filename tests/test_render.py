@@ -8,11 +8,12 @@ import subprocess
 
 import pytest
 
+from jobs.contract import Marker, RunLayout
+from launcher.executors import executor_for
 from launcher.planner import make_plan
 from launcher.profile import load_profile
 from launcher.recipe import load_recipe
-from launcher.render import render_local_script, render_slurm_script
-from launcher.stageconfig import RunPaths
+from launcher.render import job_names, render_slurm_script
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 RUN_ID = "minitron-8b-wikitext-20260101-000000-abcd"
@@ -29,9 +30,10 @@ def render_all(profile_name, recipe_name):
     profile = load_profile(profile_name)
     recipe = load_recipe(recipe_name)
     plan = make_plan(profile, recipe)
-    paths = RunPaths(os.path.join(profile.job_dir, "runs", RUN_ID))
-    render = render_slurm_script if profile.executor == "slurm" else render_local_script
-    return {s.name: render(RUN_ID, paths, profile, s) for s in plan.stages}
+    run_dir = os.path.join(profile.job_dir, "runs", RUN_ID)
+    names = [s.name for s in plan.stages]
+    executor = executor_for(profile.executor)
+    return {s.name: executor.render_script(RUN_ID, run_dir, profile, s, names) for s in plan.stages}
 
 
 @pytest.mark.parametrize("profile_name, recipe_name", CASES)
@@ -82,14 +84,14 @@ def test_continuation_decision_of_the_batch_script(tmp_path, srun_exit, marker, 
     terminated by kill-on-bad-exit after another exited 85 makes srun return 143); nothing else."""
     profile = load_profile("h100-1x8")
     stage = make_plan(profile, load_recipe()).stage("finetune")
-    paths = RunPaths(str(tmp_path / "run"))
+    paths = RunLayout(str(tmp_path / "run"))
     os.makedirs(paths.markers)
     script = tmp_path / "finetune.sh"
-    script.write_text(render_slurm_script(RUN_ID, paths, profile, stage))
+    script.write_text(render_slurm_script(RUN_ID, paths.run_dir, profile, stage))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
-    touch = f"printf '{{}}' > {paths.marker('finetune', 'continue')}; " if marker else ""
+    touch = f"printf '{{}}' > {paths.marker('finetune', Marker.CONTINUE)}; " if marker else ""
     (bin_dir / "srun").write_text(f"#!/bin/bash\n{touch}exit {srun_exit}\n")
     (bin_dir / "scontrol").write_text(f"#!/bin/bash\necho \"$*\" >> {calls}\n[ \"$1\" = show ] && echo n1\nexit 0\n")
     for tool in ("srun", "scontrol"):
@@ -99,4 +101,34 @@ def test_continuation_decision_of_the_batch_script(tmp_path, srun_exit, marker, 
     requeue_calls = [line for line in calls.read_text().splitlines() if line.startswith("requeue")]
     assert (requeue_calls == ["requeue 42"]) == requeued, proc.stdout + proc.stderr
     assert proc.returncode == (0 if requeued else srun_exit)
-    assert open(paths.marker("finetune", "finished")).read().strip() == str(srun_exit)
+    assert open(paths.marker("finetune", Marker.FINISHED)).read().strip() == str(srun_exit)
+
+
+def test_job_names_differ_in_what_plain_squeue_shows():
+    """Plain `squeue` cuts names at 8 characters: every stage of a run must still be told apart there,
+    and the run must be visible in the name (and in --comment)."""
+    stages = ["data", "import", "finetune", "prune_depth", "prune_width", "distill_depth", "distill_width",
+              "report", "export"]
+    names = job_names(RUN_ID, stages)
+    assert len({name[:8] for name in names.values()}) == len(stages), names
+    assert names["prune_depth"][:8] == "pr-depth" and names["distill_width"][:8] == "kd-width"
+    assert all(name.endswith(RUN_ID) for name in names.values())
+    alike = job_names(RUN_ID, ["prune_depth_a", "prune_depth_b", "distill_depth_a", "distill_depth_b"])
+    assert len({name[:8] for name in alike.values()}) == 4, alike
+    script = render_all("h100-1x8", None)["prune_depth"]
+    assert f"#SBATCH --job-name=pr-depth.{RUN_ID}" in script
+    assert f"#SBATCH --comment=minitron:{RUN_ID}:prune_depth" in script
+
+
+def test_only_multi_gpu_stages_take_whole_nodes():
+    scripts = render_all("h100-1x8", None)
+    assert "#SBATCH --exclusive" in scripts["finetune"]
+    for single in ("data", "import", "report"):
+        if "--gpus-per-node=8" not in scripts[single]:
+            assert "#SBATCH --exclusive" not in scripts[single], single
+
+
+def test_every_stage_runs_through_the_task_runner():
+    for name, script in render_all("h100-1x8", None).items():
+        assert " -m jobs.task jobs." in script, name
+    assert " -m jobs.task jobs.finetune --config" in render_all("local", "tiny")["finetune"]

@@ -1,4 +1,4 @@
-"""Stage configs of the tiny recipe (docs/stage-config.md, schema 1), written the way the launcher
+"""Stage configs of the tiny recipe (jobs.contract, docs/stage-config.md), written the way the launcher
 writes them: one JSON per stage under RUN_DIR/stages, every path absolute.
 
 A 4-layer Llama (hidden 256, ffn 768, 8 heads / 4 query groups) on the pydoc-topics corpus with a
@@ -11,8 +11,9 @@ megatron's clip asserts CUDA tensors).
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
+
+from jobs.contract import SCHEMA_VERSION, StageConfig, write_stage_config
 
 ORDER = ("data", "import", "finetune", "prune_depth", "prune_width", "distill_depth", "distill_width",
          "report", "export")
@@ -34,7 +35,7 @@ def stage_configs(run_dir: str | Path, *, cpu: bool = False, finetune_steps: int
     log_dir = {s: str(work / s / "logs") for s in ORDER}
     prefixes = {role: str(data_dir / f"{role}_text_document") for role in ("train", "validation", "test")}
     base = {
-        "schema_version": 1, "run_id": run.name, "run_dir": str(run), "markers_dir": str(run / "markers"),
+        "schema_version": SCHEMA_VERSION, "run_id": run.name, "run_dir": str(run), "markers_dir": str(run / "markers"),
         "work_dir": str(work),
         "tokenizer": {"path_or_id": str(tok_dir), "train_bpe_vocab": 512},
         "model": {"source": "random", "nemo_config": "Llama31Config", "num_layers": 4, "hidden_size": 256,
@@ -99,11 +100,11 @@ def stage_configs(run_dir: str | Path, *, cpu: bool = False, finetune_steps: int
 
 
 def write_stage_configs(run_dir: str | Path, configs: dict[str, dict]) -> dict[str, Path]:
-    """RUN_DIR/stages/<stage>.json for each config; returns their paths."""
+    """RUN_DIR/stages/<stage>.json for each config, through the contract's writer; returns their paths."""
     stages = Path(run_dir).resolve() / "stages"
     stages.mkdir(parents=True, exist_ok=True)
     paths = {}
     for stage, cfg in configs.items():
         paths[stage] = stages / f"{stage}.json"
-        paths[stage].write_text(json.dumps(cfg, indent=2) + "\n")
+        write_stage_config(paths[stage], StageConfig.from_json(cfg), mode=0o644)
     return paths

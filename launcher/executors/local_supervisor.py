@@ -3,8 +3,10 @@
 It starts each queued stage's script when the stage's dependencies are done (and, with
 `local_parallel`, when the GPUs it needs are free), each in its own process group with its own
 CUDA_VISIBLE_DEVICES, cancels dependents when a stage fails, and records everything in
-`RUN_DIR/local/supervisor.json` (atomic writes), which `minitron status` reads. Started by
-`minitron submit`/`resume` as `python -m launcher.supervisor RUN_DIR STAGE...`.
+`RUN_DIR/local/supervisor.json` (atomic writes), which `minitron status` reads through
+LocalExecutor.query. Its job states are Slurm's names (PENDING, RUNNING, COMPLETED, FAILED,
+CANCELLED), so one state machine (launcher/state.py) reads both backends. Started by `minitron
+submit`/`resume` as `python -m launcher.executors.local_supervisor RUN_DIR GENERATION STAGE...`.
 """
 
 from __future__ import annotations
@@ -17,36 +19,33 @@ import sys
 import time
 from typing import Any
 
-from .registry import Run, write_json
-from .render import CONTINUE_EXIT_CODE
-from .status import read_markers
+from jobs.contract import StageExit, read_markers
 
 POLL_S = 0.5
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+MAX_SUPERVISOR_BYTES = 1024 * 1024
 
 
-def local_dir(run: Run) -> str:
-    return os.path.join(run.dir, "local")
+def supervisor_file(run) -> str:
+    return os.path.join(run.layout.local, "supervisor.json")
 
 
-def supervisor_file(run: Run) -> str:
-    return os.path.join(local_dir(run), "supervisor.json")
+def cancel_request(run, stage: str) -> str:
+    return os.path.join(run.layout.local, f"cancel-{stage}")
 
 
-def cancel_request(run: Run, stage: str) -> str:
-    return os.path.join(local_dir(run), f"cancel-{stage}")
-
-
-def read_supervisor(run: Run) -> dict[str, Any]:
+def read_supervisor(run) -> dict[str, Any]:
     try:
-        with open(supervisor_file(run), encoding="utf-8") as handle:
-            return json.load(handle)
+        fd = os.open(supervisor_file(run), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            data = json.loads(handle.read(MAX_SUPERVISOR_BYTES))
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def pid_alive(pid: int | None) -> bool:
-    if not pid:
+    if not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -81,7 +80,7 @@ def kill_group(pgid: int, grace_s: float = 10.0) -> None:
 
 
 class Supervisor:
-    def __init__(self, run: Run, queue: list[str], generation: str):
+    def __init__(self, run, queue: list[str], generation: str):
         self.run = run
         self.plan = {s["name"]: s for s in run.load_plan()["stages"]}
         self.order = [s for s in self.plan if s in queue]
@@ -102,6 +101,7 @@ class Supervisor:
         self.state = {"pid": os.getpid(), "started": time.time(), "generation": generation, "stages": self.stages}
 
     def save(self) -> None:
+        from ..registry import write_json
         write_json(supervisor_file(self.run), self.state)
 
     def deps_state(self, name: str) -> str:
@@ -114,7 +114,7 @@ class Supervisor:
                     return "broken"
                 if dep_state != "COMPLETED":
                     result = "wait"
-            elif not read_markers(self.run, dep).complete:
+            elif not read_markers(self.run.layout, dep).complete:
                 return "broken"
         return result
 
@@ -124,28 +124,31 @@ class Supervisor:
 
     def start(self, name: str, gpus: list[str]) -> None:
         entry = self.stages[name]
-        log = open(os.path.join(self.run.paths.logs, f"{name}.log"), "ab")
+        fd = os.open(self.run.layout.local_log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         env = dict(os.environ, MINITRON_GPUS=",".join(gpus), MINITRON_ATTEMPT=str(entry["attempt"]),
+                   MINITRON_JOB_ID=entry["job_id"],
                    MINITRON_MASTER_PORT=str(self.profile.master_port + len(self.children) % 100))
-        child = subprocess.Popen(["bash", self.run.paths.script(name)], stdout=log, stderr=subprocess.STDOUT,
+        child = subprocess.Popen(["bash", self.run.layout.script(name)], stdout=fd, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        log.close()
+        os.close(fd)
         self.children[name] = child
         entry.update(state="RUNNING", reason=None, pid=child.pid, pgid=child.pid, gpus=gpus, start=time.time(),
-                     end=None, exit_code=None)
+                     end=None, exit_code=None, signal=None)
 
     def finish(self, name: str, code: int | None) -> None:
         entry = self.stages[name]
-        entry.update(end=time.time(), exit_code=code, pid=None)
+        signal_number = -code if code is not None and code < 0 else None
+        entry.update(end=time.time(), exit_code=None if signal_number else code, signal=signal_number, pid=None)
+        markers = read_markers(self.run.layout, name)
         if os.path.exists(cancel_request(self.run, name)):
             entry.update(state="CANCELLED", reason="cancelled by user")
-        elif ((code == CONTINUE_EXIT_CODE or read_markers(self.run, name).continue_requested)
+        elif ((code == StageExit.CONTINUE or markers.continue_requested)
               and entry["attempt"] < self.profile.max_continuations):  # torchrun turns a worker's 85 into 1
             entry.update(state="PENDING", reason="continuation", attempt=entry["attempt"] + 1)
-        elif code == 0 and read_markers(self.run, name).complete:
+        elif code == 0 and markers.complete:
             entry.update(state="COMPLETED")
         else:
-            entry.update(state="FAILED", reason="exited non-zero" if code else "outputs incomplete")
+            entry.update(state="FAILED", reason="NonZeroExitCode" if code else "outputs incomplete")
 
     def poll_running(self) -> None:
         for name, entry in self.stages.items():
@@ -158,7 +161,7 @@ class Supervisor:
                     self.children.pop(name)
                     self.finish(name, code)
             elif not pid_alive(entry.get("pid")):  # adopted from a killed supervisor
-                self.finish(name, read_markers(self.run, name).finished_rc)
+                self.finish(name, read_markers(self.run.layout, name).finished_rc)
 
     def schedule(self) -> None:
         running = [s for s in self.stages.values() if s["state"] == "RUNNING"]
@@ -196,8 +199,10 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> int:
+    from ..registry import open_run
+
     run_dir, generation, *queue = argv
-    supervisor = Supervisor(Run(run_dir), queue, generation)
+    supervisor = Supervisor(open_run(run_dir), queue, generation)
     supervisor.save()
     return supervisor.loop()
 

@@ -1,25 +1,31 @@
 """Slurm: sbatch with dependencies, one batched squeue (+ sacct) per status refresh, scancel.
 
 The client commands are found on PATH and read SLURM_CONF from the environment like any user's.
-Status costs at most three client calls per refresh whatever the number of stages: squeue for
-everything Slurm still holds in memory, then sacct (or the jobcomp file through `sacct -c`) only
-for jobs squeue no longer knows.
+Status costs at most three client calls per refresh whatever the number of stages and runs:
+squeue for everything slurmctld still holds, then sacct (or the job completion log through
+`sacct -c`) only for jobs squeue no longer knows. The parsers are pure functions over the
+commands' text, unit-tested on output recorded from the testbed (tests/slurm_output/).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import re
 import subprocess
-from typing import Iterable
+from typing import Iterable, Optional, Sequence
 
-from ..errors import SlurmError
-from .base import JobInfo, SubmitFailed
+from ..errors import SlurmError, SubmitFailed
+from ..state import JobInfo
+from .base import Check, JobRef, QueryResult
 
 CALL_TIMEOUT_S = 60
-SQUEUE_FORMAT = "%i|%T|%r|%M|%l|%D|%N"
-SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,Timelimit,NNodes,NodeList"
+SQUEUE_FORMAT = "%i|%T|%r|%M|%l|%D|%N|%S"
+SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,Timelimit,NNodes,NodeList,Reason,Start,End"
+JOBCOMP_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,Timelimit,NNodes,NodeList,Start,End"
 UNREACHABLE = ("Unable to contact slurm controller", "Connection refused", "Socket timed out",
                "Zero Bytes were transmitted", "Communication connection failure", "Could not establish")
+NO_VALUE = {"", "None", "(null)", "None assigned", "Unknown", "N/A"}
 
 
 class SlurmClient:
@@ -32,7 +38,7 @@ class SlurmClient:
         self.calls.append(argv)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=CALL_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, errors="replace")
         except FileNotFoundError:
             raise SlurmError(argv, 127, f"{argv[0]}: command not found (is this a Slurm login node?)") from None
         except subprocess.TimeoutExpired:
@@ -42,42 +48,128 @@ class SlurmClient:
         return proc
 
 
-def _parse_elapsed(text: str) -> float | None:
-    """Slurm's [D-]HH:MM:SS / MM:SS to seconds."""
-    match = re.match(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$", text.strip())
+# ------------------------------------------------------------------------------------- parsers
+def parse_duration(text: str) -> Optional[float]:
+    """Slurm's [D-]HH:MM:SS / MM:SS (or plain seconds) to seconds; None for UNLIMITED and the like."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    match = re.match(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$", text)
     if not match:
         return None
     days, hours, minutes, seconds = (int(x) if x else 0 for x in match.groups())
-    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
 
 
-def _unreachable(text: str) -> bool:
+def parse_timestamp(text: str) -> Optional[float]:
+    """Slurm's local ISO time (2026-12-01T21:30:05) to Unix time; None for Unknown/None."""
+    text = text.strip()
+    if text in NO_VALUE:
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp()
+    except ValueError:
+        return None
+
+
+def parse_exit_code(text: str) -> tuple[Optional[int], Optional[int]]:
+    """sacct's `CODE:SIGNAL` to (code, signal); a signal of 0 is no signal."""
+    code, _, signal = text.strip().partition(":")
+    exit_code = int(code) if code.isdigit() else None
+    sig = int(signal) if signal.isdigit() and int(signal) > 0 else None
+    return exit_code, sig
+
+
+def _value(text: str) -> Optional[str]:
+    text = text.strip()
+    return None if text in NO_VALUE else text
+
+
+def _state(text: str) -> str:
+    """`CANCELLED by 1000` / `CANCELLED+` → CANCELLED."""
+    return (text.split() or ["UNKNOWN"])[0].rstrip("+").upper()
+
+
+def parse_squeue(stdout: str) -> dict[str, JobInfo]:
+    """Lines of `squeue --format=SQUEUE_FORMAT`."""
+    infos = {}
+    for line in stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) != 8:
+            continue
+        job_id, state, reason, elapsed, limit, count, nodelist, start = (p.strip() for p in parts)
+        if not job_id.isdigit():
+            continue
+        infos[job_id] = JobInfo(job_id=job_id, state=_state(state), reason=_value(reason),
+                                elapsed_s=parse_duration(elapsed), time_limit=_value(limit),
+                                nodes=_value(nodelist) or _value(count), start_time=parse_timestamp(start),
+                                source="squeue")
+    return infos
+
+
+def parse_sacct(stdout: str, wanted: Iterable[str], source: str, fields: str = SACCT_FIELDS) -> dict[str, JobInfo]:
+    """Lines of `sacct --parsable2 --format=FIELDS`; a requeued job has several rows, the last is current."""
+    names = fields.split(",")
+    wanted = set(wanted)
+    infos: dict[str, JobInfo] = {}
+    for line in stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < len(names):
+            continue
+        row = dict(zip(names, (p.strip() for p in parts)))
+        job_id = row["JobIDRaw"]
+        if job_id not in wanted:
+            continue
+        code, signal = parse_exit_code(row.get("ExitCode", ""))
+        restarts = row.get("Restarts", "")
+        infos[job_id] = JobInfo(
+            job_id=job_id, state=_state(row["State"]), reason=_value(row.get("Reason", "")),
+            elapsed_s=parse_duration(row.get("ElapsedRaw", "")), time_limit=_value(row.get("Timelimit", "")),
+            nodes=_value(row.get("NodeList", "")), exit_code=code, signal=signal,
+            restarts=int(restarts) if restarts.isdigit() else 0, start_time=parse_timestamp(row.get("Start", "")),
+            end_time=parse_timestamp(row.get("End", "")), source=source)
+    return infos
+
+
+def unreachable(text: str) -> bool:
     return any(marker in text for marker in UNREACHABLE)
 
 
+# ------------------------------------------------------------------------------------- executor
 class SlurmExecutor:
     name = "slurm"
+    uses_partitions = True
+    max_nodes = None
 
     def __init__(self, client: SlurmClient | None = None):
         self.client = client or SlurmClient()
 
-    # -- submit ---------------------------------------------------------------------------------
-    def submit(self, entries: list[tuple[str, str, list[str]]], live_parents: dict[str, str],
-               dependency_type: str = "afterok") -> dict[str, str]:
-        """Submit (stage, script, parent stages) in dependency order; all or nothing.
+    def render_script(self, run_id, run_dir, profile, stage, stage_names) -> str:
+        from ..render import render_slurm_script
+        return render_slurm_script(run_id, run_dir, profile, stage, stage_names)
 
-        A parent is waited for when it is in this submission or still live in Slurm (`live_parents`);
-        parents that are done need no edge. On any sbatch failure every job this call queued is
-        cancelled before SubmitFailed is raised.
-        """
+    def preflight(self, profile, plan_stages) -> None:
+        from .slurm_preflight import check_cluster_offers
+        check_cluster_offers(self.client, profile, plan_stages)
+
+    def checks(self, profile) -> list[Check]:
+        from .slurm_preflight import slurm_checks
+        return slurm_checks(self.client, profile)
+
+    # -- submit ---------------------------------------------------------------------------------
+    def submit(self, run, stages: Sequence[str], waiting_on: dict[str, str]) -> dict[str, str]:
+        """sbatch each stage in dependency order, all or nothing: on any failure every job this call
+        queued is cancelled before SubmitFailed is raised. A parent is waited for when it is in this
+        submission or still live (`waiting_on`); parents that are done need no edge."""
+        deps = run.dependencies()
+        dependency_type = run.load_profile().dependency_type
         submitted: dict[str, str] = {}
-        for stage, script, parent_stages in entries:
-            parents = [submitted.get(p) or live_parents[p] for p in parent_stages
-                       if p in submitted or p in live_parents]
+        for stage in stages:
+            parents = [submitted.get(p) or waiting_on[p] for p in deps[stage] if p in submitted or p in waiting_on]
             argv = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
             if parents:
                 argv.append(f"--dependency={dependency_type}:{':'.join(parents)}")
-            argv.append(script)
+            argv.append(run.layout.script(stage))
             try:
                 proc = self.client.run(argv, check=False)
             except SlurmError as exc:
@@ -96,74 +188,49 @@ class SlurmExecutor:
             self.client.run(["scancel", *submitted.values()], check=False)
 
     # -- query ----------------------------------------------------------------------------------
-    def query(self, job_ids: Iterable[str]) -> tuple[dict[str, JobInfo], list[str]]:
-        """Everything Slurm knows about these jobs, and notes on what it could not say."""
-        ids = sorted({j for j in job_ids if j}, key=int)
-        notes: list[str] = []
+    def query(self, jobs: Sequence[JobRef]) -> QueryResult:
+        ids = sorted({ref.job_id for ref in jobs if ref.job_id.isdigit()}, key=int)
+        result = QueryResult()
         if not ids:
-            return {}, notes
-        infos = self._squeue(ids)
-        finished = [j for j in ids if j not in infos or not infos[j].live]
+            return result
+        held = self._squeue(ids)
+        result.jobs = dict(held)
+        finished = [j for j in ids if j not in held or not held[j].live]
         if finished:
-            infos.update(self._sacct(finished, notes))
-        return infos, notes
+            for job_id, info in self._sacct(finished, result.notes).items():
+                # accounting has exit codes and signals; slurmctld, while it still holds the job, the real reason
+                reason = held[job_id].reason if job_id in held and held[job_id].reason else info.reason
+                result.jobs[job_id] = dataclasses.replace(info, reason=reason)
+        return result
 
     def _squeue(self, ids: list[str]) -> dict[str, JobInfo]:
         argv = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}", f"--format={SQUEUE_FORMAT}"]
         proc = self.client.run(argv, check=False)
         if proc.returncode != 0:
-            if _unreachable(proc.stderr):
-                raise SlurmError(argv, proc.returncode, proc.stderr)
-            if "Invalid job id" in proc.stderr:
+            if "Invalid job id" in proc.stderr and not unreachable(proc.stderr):
                 return {}  # every job has been purged from slurmctld's memory
             raise SlurmError(argv, proc.returncode, proc.stderr)
-        infos = {}
-        for line in proc.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) != 7:
-                continue
-            job_id, state, reason, elapsed, limit, nodes, nodelist = (p.strip() for p in parts)
-            infos[job_id] = JobInfo(job_id=job_id, state=state.split()[0], reason=None if reason in ("None", "") else reason,
-                                    elapsed_s=_parse_elapsed(elapsed), time_limit=limit, nodes=nodelist or nodes,
-                                    source="squeue")
-        return infos
+        return parse_squeue(proc.stdout)
 
     def _sacct(self, ids: list[str], notes: list[str]) -> dict[str, JobInfo]:
-        base = ["sacct", "--noheader", "--parsable2", "--allocations", f"--format={SACCT_FIELDS}",
-                f"--jobs={','.join(ids)}"]
-        proc = self.client.run(base, check=False)
-        if proc.returncode != 0 and "accounting storage is disabled" in (proc.stderr + proc.stdout).lower():
-            proc = self.client.run(["sacct", "--completion", *base[1:]], check=False)
-            source = "jobcomp"
-            if proc.returncode != 0:
-                notes.append("Slurm accounting is disabled and no job completion log is readable: finished "
-                             "jobs are judged by their markers")
-                return {}
-        else:
-            source = "sacct"
-        if proc.returncode != 0:
-            if _unreachable(proc.stderr):
-                notes.append(f"sacct did not answer: {proc.stderr.strip()}")
-                return {}
-            notes.append(f"sacct failed: {proc.stderr.strip()}")
+        base = ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(ids)}"]
+        proc = self.client.run([*base, f"--format={SACCT_FIELDS}"], check=False)
+        text = (proc.stderr + proc.stdout).lower()
+        if proc.returncode == 0:
+            return parse_sacct(proc.stdout, ids, "sacct")
+        if "accounting storage is disabled" in text or "not running a supported accounting" in text:
+            proc = self.client.run(["sacct", "--completion", *base[1:], f"--format={JOBCOMP_FIELDS}"], check=False)
+            if proc.returncode == 0:
+                return parse_sacct(proc.stdout, ids, "jobcomp", JOBCOMP_FIELDS)
+            notes.append("Slurm accounting is disabled and no job completion log is readable: finished "
+                         "jobs are judged by their markers")
             return {}
-        infos: dict[str, JobInfo] = {}
-        for line in proc.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) < 7:
-                continue
-            job_id, state, exit_code, elapsed, limit, nodes, nodelist = parts[:7]
-            if job_id not in ids:
-                continue
-            code = exit_code.split(":")[0]
-            info = JobInfo(job_id=job_id, state=state.split()[0] if state else "UNKNOWN",
-                           exit_code=int(code) if code.isdigit() else None,
-                           elapsed_s=float(elapsed) if elapsed.isdigit() else _parse_elapsed(elapsed),
-                           time_limit=limit or None, nodes=nodelist or nodes or None, source=source)
-            infos[job_id] = info  # a requeued job has several rows; the last one is current
-        return infos
+        notes.append(f"sacct did not answer: {proc.stderr.strip()}" if unreachable(proc.stderr)
+                     else f"sacct failed: {proc.stderr.strip()}")
+        return {}
 
     # -- cancel ---------------------------------------------------------------------------------
-    def cancel(self, job_ids: list[str]) -> None:
-        if job_ids:
-            self.client.run(["scancel", *job_ids])
+    def cancel(self, jobs: Sequence[JobRef]) -> None:
+        ids = [ref.job_id for ref in jobs]
+        if ids:
+            self.client.run(["scancel", *ids])

@@ -20,7 +20,7 @@ from helpers import Cli, write_test_profile, write_test_recipe
 def _odd_values(sentinel: Path) -> dict[str, str]:
     return {
         "ODD_SUBST": f"$(touch {sentinel}) ;'\"`touch {sentinel}.2` *",
-        "ODD_LINES": "line one\nline two\n\ttabbed $HOME ${PATH} ~ ?[a] \\ !! %j %x",
+        "ODD_LINES": "line one\ttabbed $HOME ${PATH} ~ ?[a] \\ !! %j %x",
         "ODD_SPACES": "  leading and trailing  ",
         "ODD_FLAGS": f"--partition=cpu;&&||>out<in #not a comment; touch {sentinel}.3",
         "ODD_EMPTY": "",
@@ -113,10 +113,22 @@ def test_secrets_are_seen_by_the_job_and_never_written(odd_run):
 
 
 def test_a_missing_secret_stops_the_submission_before_anything_is_queued(odd_run, slurm):
-    """The profile requires both secrets: without one, submit refuses (exit 2) and queues nothing."""
+    """The profile requires both secrets: without one, submit refuses (exit 2) and queues nothing: Slurm
+    holds no job it did not hold before (every job slurmctld knows, in any state, is compared)."""
     cli = Cli(slurm, odd_run["home"], {"HF_TOKEN": odd_run["secrets"]["HF_TOKEN"], "WANDB_API_KEY": ""})
     runs_before = sorted(Path(odd_run["job_dir"], "runs").iterdir())
+
+    def known_jobs() -> set[str]:
+        proc = slurm.run(["squeue", "--noheader", "--states=all", "--format=%i"])
+        assert proc.returncode == 0, proc.stderr
+        return set(proc.stdout.split())
+
+    jobs_before = known_jobs()
+    next_id = slurm.run(["sbatch", "--parsable", "--wrap=true", "--output=/dev/null"]).stdout.strip()
     proc = cli("submit", "--profile", str(odd_run["root"] / "profile.yaml"),
                "--recipe", str(odd_run["root"] / "recipe.yaml"))
     assert proc.returncode == 2 and "WANDB_API_KEY" in proc.stderr, proc.stderr
     assert sorted(Path(odd_run["job_dir"], "runs").iterdir()) == runs_before
+    probe = slurm.run(["sbatch", "--parsable", "--wrap=true", "--output=/dev/null"]).stdout.strip()
+    assert int(probe) == int(next_id) + 1, "Slurm handed out job ids in between: something was submitted"
+    assert known_jobs() - jobs_before <= {next_id, probe}

@@ -1,9 +1,11 @@
 """A stand-in stage for executor tests (`python -m workload --config STAGE.json`).
 
-It keeps the whole stage contract of docs/stage-config.md — reads the stage config, prints
-MINITRON_PROGRESS lines, checkpoints, leaves the continue marker and exits 85 on SIGUSR1, resumes from its checkpoint, writes
-its outputs and the complete marker, does nothing when already complete — but sleeps instead of
-training, so the executor (the thing under test) can be driven through every path in seconds.
+It keeps the whole stage contract (jobs/contract.py, which it uses as the real jobs do) — reads
+its stage config, prints progress lines, checkpoints, leaves the continue marker and exits
+StageExit.CONTINUE on SIGUSR1, resumes from its checkpoint, writes its outputs and the complete
+marker, does nothing when already complete — but sleeps instead of training, so the executor (the
+thing under test) can be driven through every path in seconds. It runs, like every stage, under
+`python -m jobs.task`, so it sees torch's RANK/WORLD_SIZE/LOCAL_RANK variables.
 
 Test knobs: MT_STEP_SECONDS (sleep per step), a file RUN_DIR/fail-<stage> makes that stage
 exit 3 (delete it and `minitron resume` recovers), and a file RUN_DIR/hold-<stage> makes it wait
@@ -19,7 +21,8 @@ import signal
 import sys
 import time
 
-CONTINUE = 85
+from jobs.contract import (RunLayout, StageExit, progress_line, read_markers, read_stage_config, write_complete,
+                           write_continue)
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -32,55 +35,57 @@ def atomic_write(path: str, text: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
-    config = json.load(open(parser.parse_args().config))
-    rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
-    work = os.path.join(config["work_dir"], config["stage"])  # the stage's scratch dir (docs/stage-config.md)
+    config = read_stage_config(parser.parse_args().config)
+    layout = RunLayout(config.run_dir)
+    rank = int(os.environ["RANK"])  # jobs.task or torchrun set it
+    work = str(config.stage_dir)
     os.makedirs(os.path.join(work, "tasks"), exist_ok=True)
-    task = {k: os.environ.get(k) for k in ("SLURM_NODEID", "SLURM_PROCID", "SLURM_NTASKS", "SLURMD_NODENAME",
-                                            "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_RESTART_COUNT")}
+    task = {k: os.environ.get(k) for k in ("SLURM_NODEID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
+                                            "SLURMD_NODENAME", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                                            "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID",
+                                            "SLURM_RESTART_COUNT")}
     task["pid"] = os.getpid()
     atomic_write(os.path.join(work, "tasks", f"{rank}.json"), json.dumps(task))
-    stage = config["stage"]
-    while os.path.exists(os.path.join(config["run_dir"], f"hold-{stage}")):
+    stage = config.stage
+    while os.path.exists(os.path.join(config.run_dir, f"hold-{stage}")):
         time.sleep(0.2)
-    complete = os.path.join(config["markers_dir"], f"{stage}.complete")
-    outputs = config["outputs"]
-    if os.path.exists(complete) and all(os.path.exists(p) for p in outputs.values() if isinstance(p, str)):
+    outputs = config.outputs
+    if read_markers(layout, stage).complete:
         print(f"{stage}: outputs already complete, nothing to do", flush=True)
         return 0
-    if os.path.exists(os.path.join(config["run_dir"], f"fail-{stage}")):
+    if os.path.exists(os.path.join(config.run_dir, f"fail-{stage}")):
         print(f"{stage}: failing on purpose (fail-{stage} exists)", flush=True)
         return 3
+    if os.path.exists(os.path.join(config.run_dir, f"raise-{stage}")):
+        raise RuntimeError(f"{stage}: raising on purpose on rank {rank}")
     step_seconds = float(os.environ.get("MT_STEP_SECONDS", "0.2"))
-    total = (config.get("train") or {}).get("steps") or 3
+    total = (config.train or {}).get("steps") or 3
     checkpoint = os.path.join(work, "checkpoint.json")
     start = json.load(open(checkpoint))["step"] if os.path.exists(checkpoint) else 0
     interrupted = []
     signal.signal(signal.SIGUSR1, lambda *_: interrupted.append(True))
     for step in range(start + 1, total + 1):
         time.sleep(step_seconds)
+        while os.path.exists(os.path.join(config.run_dir, f"stall-{stage}")):
+            time.sleep(0.2)  # a hung collective: no progress until the file goes
         if rank == 0:
             loss = 5.0 / step
-            line = f"MINITRON_PROGRESS step={step} total={total} train_loss={loss:.4f}"
-            if step % 5 == 0:
-                line += f" val_loss={loss + 0.1:.4f}"
-            print(line, flush=True)
+            print(progress_line(step, total, loss, loss + 0.1 if step % 5 == 0 else None), flush=True)
         if interrupted:
-            marker = os.path.join(config["markers_dir"], f"{stage}.continue")
             if rank == 0:  # the checkpoint, then the continue marker, as jobs.common does
                 atomic_write(checkpoint, json.dumps({"step": step}))
-                atomic_write(marker, json.dumps({"time": time.time()}))
-                print(f"{stage}: SIGUSR1 → checkpoint at step {step}, exiting {CONTINUE}", flush=True)
+                write_continue(layout, stage)
+                print(f"{stage}: SIGUSR1 → checkpoint at step {step}, exiting {int(StageExit.CONTINUE)}", flush=True)
             else:  # the other ranks wait for it, as NeMo's collective save and our barrier make them
                 deadline = time.time() + 60
-                while not os.path.exists(marker) and time.time() < deadline:
+                while not read_markers(layout, stage).continue_requested and time.time() < deadline:
                     time.sleep(0.05)
-            return CONTINUE
+            return StageExit.CONTINUE
     if rank == 0:
         for path in outputs.values():
             if isinstance(path, str) and not os.path.exists(path):
                 os.makedirs(path, exist_ok=True)
-        atomic_write(complete, json.dumps({"outputs": outputs, "finished_at": time.time()}))
+        write_complete(layout, stage, outputs)
         print(f"{stage}: done after {total} steps", flush=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""The contract side of the jobs (jobs.common): no torch, no NeMo, fast."""
+"""The stage frame of the jobs (jobs.common, over jobs.contract): no torch, no NeMo, fast."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def test_tiny_configs_satisfy_the_schema(configs):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda c: c.update(schema_version=2), "schema_version"),
+    (lambda c: c.update(schema_version=1), "schema_version"),
+    (lambda c: c.update(surprise=1), "unknown key"),
     (lambda c: c.pop("markers_dir"), "markers_dir"),
     (lambda c: c["outputs"].update(model="relative/model"), "absolute"),
     (lambda c: c["train"].pop("lr"), "lr"),
@@ -110,7 +111,7 @@ def test_run_stage_marks_complete_once_and_is_idempotent(tmp_path, configs):
 
 
 def test_complete_needs_the_same_outputs_and_all_of_them(tmp_path, configs):
-    cfg = common.StageConfig(path=tmp_path / "x.json", raw=configs["prune_width"])
+    cfg = common.StageConfig.from_json(configs["prune_width"], path=tmp_path / "x.json")
     os.makedirs(cfg.outputs["model"])
     common.write_complete(cfg)
     assert common.is_complete(cfg)
@@ -119,26 +120,28 @@ def test_complete_needs_the_same_outputs_and_all_of_them(tmp_path, configs):
     os.rmdir(cfg.outputs["model"])
     assert not common.is_complete(cfg)
     os.makedirs(cfg.outputs["model"])
-    moved = common.StageConfig(path=cfg.path, raw={**cfg.raw, "outputs": {"model": str(tmp_path / "elsewhere")}})
+    moved = common.StageConfig.from_json({**cfg.to_json(), "outputs": {"model": str(tmp_path / "elsewhere")}})
     assert not common.is_complete(moved)
 
 
 def test_write_complete_refuses_missing_outputs(tmp_path, configs):
-    cfg = common.StageConfig(path=tmp_path / "x.json", raw=configs["finetune"])
+    cfg = common.StageConfig.from_json(configs["finetune"], path=tmp_path / "x.json")
     with pytest.raises(RuntimeError, match="outputs are missing"):
         common.write_complete(cfg)
     assert not common.marker_path(cfg, "complete").exists()
 
 
 def test_progress_lines(capsys, monkeypatch):
-    assert common.progress_line(12, 30, train_loss=2.34512) == "MINITRON_PROGRESS step=12 total=30 train_loss=2.3451"
-    assert common.progress_line(19, 30, val_loss=2.0312) == "MINITRON_PROGRESS step=19 total=30 val_loss=2.0312"
+    assert (common.progress_line(12, 30, train_loss=2.34512, now=5.0)
+            == "MINITRON_PROGRESS step=12 total=30 train_loss=2.3451 time=5.0")
+    assert (common.progress_line(19, 30, val_loss=2.0312, now=6.0)
+            == "MINITRON_PROGRESS step=19 total=30 val_loss=2.0312 time=6.0")
     monkeypatch.setenv("RANK", "1")
     common.report_progress(1, 2, train_loss=1.0)
     monkeypatch.delenv("RANK")
     monkeypatch.setenv("SLURM_PROCID", "0")
     common.report_progress(2, 2, val_loss=0.5)
-    assert capsys.readouterr().out == "MINITRON_PROGRESS step=2 total=2 val_loss=0.5000\n"
+    assert capsys.readouterr().out.startswith("MINITRON_PROGRESS step=2 total=2 val_loss=0.5000 time=")
 
 
 def test_rank_helpers_fall_back_to_slurm(monkeypatch):
@@ -154,11 +157,11 @@ def test_rank_helpers_fall_back_to_slurm(monkeypatch):
 def test_env_defaults(monkeypatch, configs):
     for name in ("TORCH_NCCL_AVOID_RECORD_STREAMS", "NCCL_NVLS_ENABLE", "CUDA_DEVICE_MAX_CONNECTIONS"):
         monkeypatch.delenv(name, raising=False)
-    cfg = common.StageConfig(path=None, raw=configs["finetune"])
+    cfg = common.StageConfig.from_json(configs["finetune"])
     common.apply_env_defaults(cfg)
     assert os.environ["TORCH_NCCL_AVOID_RECORD_STREAMS"] == "1" and os.environ["NCCL_NVLS_ENABLE"] == "0"
     assert "CUDA_DEVICE_MAX_CONNECTIONS" not in os.environ
-    cfg.raw["parallel"]["tp"] = 2
+    cfg.parallel["tp"] = 2
     monkeypatch.setenv("NCCL_NVLS_ENABLE", "7")
     common.apply_env_defaults(cfg)
     assert os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] == "1" and os.environ["NCCL_NVLS_ENABLE"] == "7"
@@ -176,11 +179,11 @@ def test_sigusr1_before_training_exits_for_requeue():
 
 
 def test_a_stage_may_shorten_its_sequences(configs):
-    finetune = common.StageConfig(path=None, raw=configs["finetune"])
+    finetune = common.StageConfig.from_json(configs["finetune"])
     assert common.seq_length(finetune) == 128
-    finetune.raw["train"]["seq_length"] = 64
-    prune = common.StageConfig(path=None, raw=configs["prune_width"])
-    prune.raw["prune"]["seq_length"] = 32
+    finetune.train["seq_length"] = 64
+    prune = common.StageConfig.from_json(configs["prune_width"])
+    prune.prune["seq_length"] = 32
     assert (common.seq_length(finetune), common.seq_length(prune)) == (64, 32)
 
 

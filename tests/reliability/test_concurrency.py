@@ -2,10 +2,11 @@
 
 - Two `minitron resume` on the same run at once (the first one held inside a slow sbatch): one
   submits, the other exits with the busy code 6 and says so; `cancel` meanwhile is busy too.
-- A writer of state.json (Run.save_state under Run.locked → registry.write_json) SIGKILLed at random points, many
-  times over: state.json always parses into a whole RunState of one single write, and the lock is
-  free again. A control writer without temp file + rename tears the file under the same loop, so
-  the loop does hit the writes.
+- A writer of state.json (Run.save_record under Run.locked → registry.write_json) SIGKILLed many
+  times over, at points chosen by events rather than clocks: while its temp file is being written,
+  and right after a rename: state.json always parses into a whole RunRecord of one single write,
+  and the lock is free again. A control writer without temp file + rename is torn by the same
+  loop, so the loop does hit the writes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import time
 from pathlib import Path
 
 
-from launcher.cli import EXIT_BUSY
-from launcher.registry import Run, RunState, StageState, write_json
+from launcher.errors import ExitCode
+from launcher.registry import Run, RunRecord, StageRecord, write_json
 from tests.conftest import REPO, run_cli
 
 
@@ -60,17 +61,17 @@ def test_two_resumes_at_once_one_proceeds_the_other_is_busy(sandbox):
         out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     for proc in (second, cancel):
-        assert proc.returncode == EXIT_BUSY == 6, proc.stderr
+        assert proc.returncode == ExitCode.BUSY == 6, proc.stderr
         assert proc.stderr.startswith("minitron: error: ") and "is busy" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     state = json.loads(Path(run["run_dir"], "state.json").read_text())
     calls = (sandbox.root / "sbatch.calls").read_text().splitlines()
     assert len(calls) == len(state["stages"]), "each stage submitted exactly once"
-    assert state["status"] == "submitted"
+    assert state["submit_failed"] is False
     assert all(len(s["attempts"]) == 1 for s in state["stages"].values())
     assert [e["event"] for e in state["events"]] == ["rendered", "resume", "submitted"]
     again = run_cli("resume", run["run_id"], env=env)  # the lock is free again once the first is done
-    assert again.returncode != EXIT_BUSY, again.stderr
+    assert again.returncode != ExitCode.BUSY, again.stderr
 
 
 def test_lock_held_in_process_makes_cli_busy(sandbox):
@@ -89,22 +90,22 @@ STAGES = ["data", "import", "finetune", "prune_depth", "distill_depth", "report"
 EVENTS_PER_STATE = 2000  # ~300 KB of JSON: a write takes long enough to be interrupted
 
 
-def _state(generation: int) -> RunState:
-    state = RunState(run_id="kill-test", executor="slurm", status=f"gen-{generation}", created_at=1.0,
-                     stages={name: StageState(job_id=str(generation), attempts=[str(generation)]) for name in STAGES})
+def _state(generation: int) -> RunRecord:
+    state = RunRecord(run_id=f"gen-{generation}", executor="slurm", created_at=1.0,
+                      stages={name: StageRecord(job_id=str(generation), attempts=[str(generation)]) for name in STAGES})
     state.events = [{"time": i, "event": "fill", "generation": generation, "pad": "x" * 100}
                     for i in range(EVENTS_PER_STATE)]
     return state
 
 
-def _naive_save(run: Run, state: RunState) -> None:
-    with open(run.paths.state, "w", encoding="utf-8") as handle:  # what atomic_write exists to avoid
+def _naive_save(run: Run, state: RunRecord) -> None:
+    with open(run.layout.state, "w", encoding="utf-8") as handle:  # what atomic_write exists to avoid
         json.dump(state.to_json(), handle, indent=2)
 
 
 def _writer(run_dir: str, naive: bool, ready_fd: int) -> None:
     """Child: rewrite state.json forever, each time a whole new generation, as the launcher does:
-    under the run lock, through Run.save_state."""
+    under the run lock, through Run.save_record."""
     run = Run(run_dir)
     generation = 0
     os.write(ready_fd, b"x")
@@ -114,24 +115,35 @@ def _writer(run_dir: str, naive: bool, ready_fd: int) -> None:
             _naive_save(run, _state(generation))
         else:
             with run.locked(wait=True):
-                run.save_state(_state(generation))
+                run.save_record(_state(generation))
 
 
-def _whole(run: Run) -> RunState:
+def _whole(run: Run) -> RunRecord:
     """The state file as a reader sees it; raises if it is torn or mixes two writes."""
-    state = run.load_state()
-    generation = int(state.status.removeprefix("gen-"))
+    state = RunRecord.from_json(json.loads(Path(run.layout.state).read_text()))
+    generation = int(state.run_id.removeprefix("gen-"))
     assert len(state.events) == EVENTS_PER_STATE
     assert {e["generation"] for e in state.events} == {generation}
     assert {s.job_id for s in state.stages.values()} == {str(generation)}
     return state
 
 
+def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.0005)
+
+
 def _kill_loop(run_dir: str, naive: bool, rounds: int, stop_at_first_tear: bool = False) -> tuple[int, int]:
+    """Each round starts a writer and SIGKILLs it on an event: even rounds while a temp file of its
+    (atomic) write exists, odd rounds once it has replaced state.json at least once. The naive writer
+    has no temp file, so it is killed once state.json has been truncated and not yet rewritten whole."""
     run = Run(run_dir)
+    state_path = Path(run.layout.state)
     torn = mid_write = 0
-    rng = random.Random(7)
-    for _ in range(rounds):
+    for round_number in range(rounds):
+        before = state_path.stat().st_mtime_ns
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child
@@ -143,7 +155,12 @@ def _kill_loop(run_dir: str, naive: bool, rounds: int, stop_at_first_tear: bool 
         os.close(write_fd)
         os.read(read_fd, 1)
         os.close(read_fd)
-        time.sleep(rng.uniform(0.0, 0.03))
+        if naive:
+            _wait_for(lambda: state_path.stat().st_size < 1000, "a truncated state.json")
+        elif round_number % 2 == 0:
+            _wait_for(lambda: any(n.startswith(".state.json.") for n in os.listdir(run_dir)), "a temp file")
+        else:
+            _wait_for(lambda: state_path.stat().st_mtime_ns != before, "a completed write")
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         leftovers = [n for n in os.listdir(run_dir) if n.startswith(".state.json.")]
@@ -171,12 +188,12 @@ def _fresh_run(tmp_path) -> str:
 
 def test_state_file_survives_sigkill_at_random_points(tmp_path):
     run_dir = _fresh_run(tmp_path)
-    torn, mid_write = _kill_loop(run_dir, naive=False, rounds=150)
+    torn, mid_write = _kill_loop(run_dir, naive=False, rounds=60)
     assert torn == 0
-    assert mid_write >= 3, f"only {mid_write} of 150 kills landed inside a write: the loop proves little"
+    assert mid_write >= 20, f"only {mid_write} of 60 kills landed inside a write: the loop proves little"
 
 
 def test_control_a_plain_write_is_torn_by_the_same_loop(tmp_path):
     run_dir = _fresh_run(tmp_path)
-    torn, _ = _kill_loop(run_dir, naive=True, rounds=150, stop_at_first_tear=True)
+    torn, _ = _kill_loop(run_dir, naive=True, rounds=20, stop_at_first_tear=True)
     assert torn == 1, "the kill loop never tore a non-atomic write: it would not catch a regression"

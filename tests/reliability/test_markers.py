@@ -1,6 +1,6 @@
 """Markers decide a stage's state when Slurm has forgotten its job (MinJobAge) and keeps no record.
 
-launcher.status with no Slurm information at all (infos={}), and the whole `minitron status` with
+launcher.status with no Slurm information at all (an empty QueryResult), and the whole `minitron status` with
 Slurm clients that know nothing (squeue: invalid job id; sacct: accounting disabled; the jobcomp
 log empty), must still say DONE / FAILED (with the exit code) / INCOMPLETE / LOST / CANCELLED
 correctly from the marker files.
@@ -12,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from launcher.registry import Run
+from launcher.executors.base import QueryResult
+from launcher.registry import open_run
 from launcher.status import run_report
 from tests.conftest import run_cli
 
@@ -20,26 +21,25 @@ EXPECTED = {  # stage → (state, exit code)
     "data": ("DONE", 0),
     "import": ("INCOMPLETE", 0),          # complete marker, but an output is missing
     "finetune": ("FAILED", 3),            # finished marker with exit code 3
+    "distill_depth": ("FAILED", 7),       # srun said 143; the failing rank recorded its own 7
     "prune_depth": ("LOST", None),        # started by its job, never finished, Slurm forgot it
     "prune_width": ("CANCELLED", None),   # the user cancelled it before it started
-    "distill_depth": ("LOST", None),      # queued, never started, Slurm forgot it
-    "distill_width": ("NOT_SUBMITTED", None),
+    "distill_width": ("LOST", None),      # queued, never started, Slurm forgot it
     "report": ("DONE", 0),                # its job finished long ago; the markers say done
 }
 
 
-def _forgotten_run(sandbox, env) -> Run:
+def _forgotten_run(sandbox, env):
     """A run whose jobs all ended long ago, described only by its markers."""
     info = sandbox.dry_run(env)
-    run = Run(info["run_dir"])
-    state = run.load_state()
+    run = open_run(info["run_dir"])
+    state = run.load_record()
     for index, name in enumerate(state.stages):
-        if name != "distill_width":
-            state.stages[name].job_id = str(100 + index)
+        state.stages[name].job_id = str(100 + index)
     state.stages["prune_width"].cancelled = True
-    run.save_state(state)
-    markers = Path(run.paths.markers)
-    out = Path(run.paths.work) / "outputs"
+    run.save_record(state)
+    markers = Path(run.layout.markers)
+    out = Path(run.layout.work) / "outputs"
     out.mkdir()
     for name in ("data", "import", "report"):
         job = state.stages[name].job_id
@@ -53,9 +53,15 @@ def _forgotten_run(sandbox, env) -> Run:
     job = state.stages["finetune"].job_id
     (markers / "finetune.started").write_text(f"{job} n2 1700000000 0\n")
     (markers / "finetune.finished").write_text("3\n")
-    Path(run.paths.logs, f"finetune-{job}.out").write_text("step 1\nTraceback: boom\n")
+    Path(run.layout.logs, f"finetune-{job}.out").write_text("step 1\nTraceback: boom\n")
     job = state.stages["prune_depth"].job_id
     (markers / "prune_depth.started").write_text(f"{job} n3 1700000000 0\n")
+    job = state.stages["distill_depth"].job_id
+    (markers / "distill_depth.started").write_text(f"{job} n1 1700000000 0\n")
+    (markers / "distill_depth.finished").write_text("143\n")
+    (markers / "distill_depth.failed").write_text(json.dumps({
+        "exit_code": 7, "exception": "ValueError: rank 3 had a bad shard", "rank": 3, "host": "n2",
+        "job_id": job, "time": 1700000002}))
     return run
 
 
@@ -68,11 +74,13 @@ def _check(stages: dict) -> None:
 
 def test_markers_alone_give_each_stage_its_state(sandbox):
     run = _forgotten_run(sandbox, sandbox.env)
-    report = run_report(run, run.load_state(), infos={}, notes=[])
+    report = run_report(run, run.load_record(), QueryResult())
     _check({s.name: s.__dict__ for s in report.stages})
     assert report.overall == "FAILED"
     finetune = next(s for s in report.stages if s.name == "finetune")
     assert finetune.log_tail[-1] == "Traceback: boom"
+    distill = next(s for s in report.stages if s.name == "distill_depth")
+    assert distill.exception == "ValueError: rank 3 had a bad shard" and distill.exit_source == "task"
 
 
 def test_status_cli_when_slurm_remembers_nothing(sandbox):
@@ -86,7 +94,7 @@ def test_status_cli_when_slurm_remembers_nothing(sandbox):
     env = dict(sandbox.env)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     run = _forgotten_run(sandbox, env)
-    before = Path(run.paths.state).read_bytes()
+    before = Path(run.layout.state).read_bytes()
     proc = run_cli("status", run.id, "--json", env=env)
     assert proc.returncode == 4, proc.stderr  # a stage failed
     report = json.loads(proc.stdout)
@@ -94,4 +102,5 @@ def test_status_cli_when_slurm_remembers_nothing(sandbox):
     assert report["overall"] == "FAILED"
     human = run_cli("status", run.id, env=env)
     assert human.returncode == 4 and "FAILED" in human.stdout and "INCOMPLETE" in human.stdout
-    assert Path(run.paths.state).read_bytes() == before, "status must not write the registry"
+    assert "ValueError: rank 3 had a bad shard" in human.stdout
+    assert Path(run.layout.state).read_bytes() == before, "status must not write the registry"

@@ -2,7 +2,8 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage data (data)
 # plan: 1 node(s) x 0 GPU(s)
 # why: CPU only: tokenise with 32 workers into Megatron .bin/.idx
-#SBATCH --job-name=mt-data-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=data.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:data
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=32
@@ -28,7 +29,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker data.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/data.finished "$markers"/data.continue
+rm -f "$markers"/data.finished "$markers"/data.continue "$markers"/data.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -43,7 +44,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmi2 \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,TORCH_NCCL_AVOID_RECORD_STREAMS \
-    python -m jobs.data --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json
+    python -m jobs.task jobs.data --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json
 rc=$?
 
 write_marker data.finished "$rc"

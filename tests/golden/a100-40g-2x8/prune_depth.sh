@@ -2,7 +2,8 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage prune_depth (prune)
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=8 CP=1 DP=1, MBS=4 GBS=4
 # why: TP=1 PP=8: pruning needs TP=1; drop layers 16-31; no calibration
-#SBATCH --job-name=mt-prune_depth-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=pr-depth.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_depth
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
 #SBATCH --gres=gpu:8
@@ -31,7 +32,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker prune_depth.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/prune_depth.finished "$markers"/prune_depth.continue
+rm -f "$markers"/prune_depth.finished "$markers"/prune_depth.continue "$markers"/prune_depth.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -46,7 +47,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmi2 \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,TORCH_NCCL_AVOID_RECORD_STREAMS \
-    python -m jobs.prune --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/prune_depth.json
+    python -m jobs.task jobs.prune --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/prune_depth.json
 rc=$?
 
 write_marker prune_depth.finished "$rc"

@@ -2,7 +2,8 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_width (distill)
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=2 CP=1 DP=4, MBS=1 GBS=128, 30 steps
 # why: TP=1 PP=2 MBS=1: 66.4 of 80 GiB; TP=1 PP=1 MBS=4 needs 250.2 GiB and TP=1 PP=2 MBS=2 needs 102.0 GiB of 72.0 usable; DP=4, 32 accumulation step(s)
-#SBATCH --job-name=mt-distill_width-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=kd-width.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:distill_width
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -34,7 +35,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker distill_width.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/distill_width.finished "$markers"/distill_width.continue
+rm -f "$markers"/distill_width.finished "$markers"/distill_width.continue "$markers"/distill_width.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -49,7 +50,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS \
-    python -m jobs.distill --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/distill_width.json
+    python -m jobs.task jobs.distill --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/distill_width.json
 rc=$?
 
 write_marker distill_width.finished "$rc"

@@ -2,13 +2,12 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage import (import)
 # plan: 1 node(s) x 1 GPU(s), TP=1 PP=1 CP=1 DP=1
 # why: convert 15.0 GiB of bf16 weights from hf://meta-llama/Llama-3.1-8B
-#SBATCH --job-name=mt-import-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=import.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:import
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=1
-#SBATCH --cpus-per-task=96
-#SBATCH --mem=0
-#SBATCH --exclusive
+#SBATCH --cpus-per-task=12
 #SBATCH --time=01:00:00
 #SBATCH --partition=batch
 #SBATCH --account=my_account
@@ -33,7 +32,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker import.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/import.finished "$markers"/import.continue
+rm -f "$markers"/import.finished "$markers"/import.continue "$markers"/import.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -48,7 +47,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS \
-    python -m jobs.import_ckpt --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/import.json
+    python -m jobs.task jobs.import_ckpt --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/import.json
 rc=$?
 
 write_marker import.finished "$rc"

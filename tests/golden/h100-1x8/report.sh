@@ -2,7 +2,8 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report)
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=1 CP=1 DP=8, MBS=1 GBS=128
 # why: TP=1 PP=1 DP=8: validation loss of 6 models on 5 batches of 128, then plots from the trainers' TensorBoard logs
-#SBATCH --job-name=mt-report-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=report.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:report
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -33,7 +34,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker report.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/report.finished "$markers"/report.continue
+rm -f "$markers"/report.finished "$markers"/report.continue "$markers"/report.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -48,7 +49,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS \
-    python -m jobs.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json
+    python -m jobs.task jobs.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json
 rc=$?
 
 write_marker report.finished "$rc"

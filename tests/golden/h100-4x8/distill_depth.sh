@@ -2,7 +2,8 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_depth (distill)
 # plan: 4 node(s) x 8 GPU(s), TP=1 PP=2 CP=1 DP=16, MBS=1 GBS=128, 30 steps
 # why: TP=1 PP=2 MBS=1: 57.0 of 80 GiB; TP=1 PP=1 MBS=4 needs 209.6 GiB and TP=1 PP=2 MBS=2 needs 88.2 GiB of 72.0 usable; DP=16, 8 accumulation step(s)
-#SBATCH --job-name=mt-distill_depth-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=kd-depth.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:distill_depth
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -39,7 +40,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker distill_depth.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/distill_depth.finished "$markers"/distill_depth.continue
+rm -f "$markers"/distill_depth.finished "$markers"/distill_depth.continue "$markers"/distill_depth.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -55,7 +56,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_HUB_OFFLINE,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_IB_TIMEOUT,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS,WANDB_API_KEY \
     --container-writable \
-    python -m jobs.distill --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/distill_depth.json
+    python -m jobs.task jobs.distill --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/distill_depth.json
 rc=$?
 
 write_marker distill_depth.finished "$rc"

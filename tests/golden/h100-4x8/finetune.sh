@@ -2,7 +2,8 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage finetune (finetune)
 # plan: 4 node(s) x 8 GPU(s), TP=1 PP=2 CP=1 DP=16, MBS=1 GBS=128, 30 steps
 # why: TP=1 PP=2 MBS=1: 67.3 of 80 GiB; TP=1 PP=1 MBS=4 needs 245.5 GiB and TP=1 PP=2 MBS=2 needs 105.2 GiB of 72.0 usable; DP=16, 8 accumulation step(s)
-#SBATCH --job-name=mt-finetune-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=finetune.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:finetune
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -39,7 +40,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker finetune.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/finetune.finished "$markers"/finetune.continue
+rm -f "$markers"/finetune.finished "$markers"/finetune.continue "$markers"/finetune.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -55,7 +56,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_HUB_OFFLINE,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_IB_TIMEOUT,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS,WANDB_API_KEY \
     --container-writable \
-    python -m jobs.finetune --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/finetune.json
+    python -m jobs.task jobs.finetune --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/finetune.json
 rc=$?
 
 write_marker finetune.finished "$rc"

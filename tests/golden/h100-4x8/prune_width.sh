@@ -2,7 +2,8 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage prune_width (prune)
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=8 CP=1 DP=1, MBS=4 GBS=4, 256 steps
 # why: TP=1 PP=8: pruning needs TP=1; ffn_hidden_size=9216, hidden_size=3072; 1024 calibration samples at batch 4
-#SBATCH --job-name=mt-prune_width-minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --job-name=pr-width.minitron-8b-wikitext-20260101-000000-abcd
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_width
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -38,7 +39,7 @@ write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
 write_marker prune_width.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/prune_width.finished "$markers"/prune_width.continue
+rm -f "$markers"/prune_width.finished "$markers"/prune_width.continue "$markers"/prune_width.failed
 
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$head_node" | tr ' ' '\n' | sed -n 's/^NodeAddr=//p' | head -n 1)
@@ -54,7 +55,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_HUB_OFFLINE,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_IB_TIMEOUT,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS,WANDB_API_KEY \
     --container-writable \
-    python -m jobs.prune --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/prune_width.json
+    python -m jobs.task jobs.prune --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/prune_width.json
 rc=$?
 
 write_marker prune_width.finished "$rc"

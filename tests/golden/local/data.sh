@@ -18,14 +18,14 @@ attempt=${MINITRON_ATTEMPT:-0}
 write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
-write_marker data.started "local-$$ $(hostname) $(date +%s) $attempt"
-rm -f "$markers"/data.finished "$markers"/data.continue
+write_marker data.started "${MINITRON_JOB_ID:-local-$$} $(hostname) $(date +%s) $attempt"
+rm -f "$markers"/data.finished "$markers"/data.continue "$markers"/data.failed
 export MASTER_ADDR=127.0.0.1
 export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
 echo "minitron: stage data attempt $attempt on $(hostname)"
 
 cd /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code || exit 1
-python -m jobs.data --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json &
+python -m jobs.task jobs.data --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 trap 'kill -USR1 "$child" 2>/dev/null' USR1

@@ -1,0 +1,85 @@
+"""`python -m jobs.task`: every stage process starts there. It gives a task torch's distributed
+variables from Slurm's, and records the first failing rank's own exit code and exception line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jobs.contract import Marker, RunLayout, read_markers
+from jobs.task import distributed_env
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_slurm_variables_become_torch_s():
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
+           "SLURM_TASKS_PER_NODE": "2(x4)", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29511"}
+    assert distributed_env(env) == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "NODE_RANK": "2",
+                                    "LOCAL_WORLD_SIZE": "2"}
+    uneven = {**env, "SLURM_TASKS_PER_NODE": "4(x2),3", "SLURM_NODEID": "2"}
+    assert distributed_env(uneven)["LOCAL_WORLD_SIZE"] == "3"
+    step = {**env, "SLURM_STEP_NUM_TASKS": "4", "SLURM_NTASKS": "8"}
+    assert distributed_env(step)["WORLD_SIZE"] == "4", "the step's task count, not the allocation's"
+
+
+def test_what_torchrun_set_is_kept_and_a_lone_process_is_rank_0_of_1():
+    assert distributed_env({"RANK": "3", "SLURM_PROCID": "0"}) == {}
+    assert distributed_env({}) == {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                                   "NODE_RANK": "0"}
+
+
+@pytest.fixture
+def stage(tmp_path):
+    layout = RunLayout(str(tmp_path / "run"))
+    os.makedirs(layout.markers)
+    module = tmp_path / "mods" / "entry.py"
+    module.parent.mkdir()
+    module.write_text(
+        "import json, os, sys\n"
+        "mode = sys.argv[sys.argv.index('--mode') + 1]\n"
+        "json.dump({k: os.environ.get(k) for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR')},"
+        " open(os.environ['DUMP'], 'w'))\n"
+        "if mode == 'raise':\n    raise RuntimeError('Missing key in checkpoint state_dict: x')\n"
+        "if mode == 'exit3':\n    sys.exit(3)\n"
+        "if mode == 'continue':\n    sys.exit(85)\n")
+    return layout, tmp_path
+
+
+def run_task(layout, tmp_path, mode, **env):
+    environ = {**os.environ, "PYTHONPATH": f"{tmp_path / 'mods'}{os.pathsep}{REPO}", "MINITRON_RUN_DIR": layout.run_dir,
+               "MINITRON_STAGE": "finetune", "DUMP": str(tmp_path / "env.json"), **env}
+    environ.pop("RANK", None)
+    return subprocess.run([sys.executable, "-m", "jobs.task", "entry", "--mode", mode], env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_an_exception_is_recorded_with_its_line_and_still_printed(stage):
+    layout, tmp = stage
+    proc = run_task(layout, tmp, "raise", SLURM_PROCID="6", SLURM_NTASKS="8", SLURM_JOB_ID="41")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    failure = read_markers(layout, "finetune").failure
+    assert failure.exit_code == 1 and failure.rank == 6 and failure.job_id == "41"
+    assert failure.exception == "RuntimeError: Missing key in checkpoint state_dict: x"
+    assert json.loads((tmp / "env.json").read_text())["RANK"] == "6"
+
+
+def test_an_exit_code_is_recorded_and_the_first_failing_rank_wins(stage):
+    layout, tmp = stage
+    assert run_task(layout, tmp, "exit3", SLURM_PROCID="2", SLURM_NTASKS="4").returncode == 3
+    assert run_task(layout, tmp, "raise", SLURM_PROCID="0", SLURM_NTASKS="4").returncode == 1
+    failure = read_markers(layout, "finetune").failure
+    assert (failure.exit_code, failure.rank, failure.exception) == (3, 2, None)
+
+
+def test_success_and_continuation_record_no_failure(stage):
+    layout, tmp = stage
+    assert run_task(layout, tmp, "ok").returncode == 0
+    assert run_task(layout, tmp, "continue").returncode == 85
+    assert not os.path.exists(layout.marker("finetune", Marker.FAILED))
+    assert json.loads((tmp / "env.json").read_text()) == {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                                                         "MASTER_ADDR": os.environ.get("MASTER_ADDR")}
