@@ -8,10 +8,11 @@ commands so that background noise lands on all of them alike. Wall time is spawn
 Commands:
   minitron --help, minitron plan (default recipe and profile), minitron status --json of a finished
   8-stage run on a real Slurm testbed (the tiny test recipe run to completion there, its jobs purged
-  from slurmctld, so status asks squeue, then sacct, then the job completion log), the same run's
-  directory with its job ids removed (markers only: no Slurm call), and `python -c pass` (the
-  interpreter floor); from .venv-bench: `nemo --help`, `python -c "import nemo_run"`,
-  `python -c "import submitit"`.
+  from slurmctld; every stage's complete marker settles its state, so status asks Slurm nothing: the
+  client calls it makes are counted and reported), the same status with SLURM_CONF pointing at no
+  file (it must still exit 0: proof that the markers alone answered), minitron runs --json (the
+  index holding that one run), and `python -c pass` (the interpreter floor); from .venv-bench:
+  `nemo --help`, `python -c "import nemo_run"`, `python -c "import submitit"`.
 
 Usage: python3.11 benchmarks/cli_overhead.py [--runs 15] [--testbed-dir DIR | --no-slurm] [--no-write]
 Needs .venv-cli (minitron) and .venv-bench (nemo-run); see benchmarks/README.md.
@@ -82,18 +83,6 @@ def finished_run(bed, work: Path, minitron: list[str], env: dict[str, str]) -> t
     waited = C.wait_purged(bed, jobs)
     print(f"[bench] run done; slurmctld forgot its jobs {waited:.0f} s later", file=sys.stderr, flush=True)
     return run_id, run_dir, jobs
-
-
-def markers_only_copy(run_dir: str, dest: Path) -> str:
-    """The finished run's directory with no job ids: status reads markers and logs, asks Slurm nothing."""
-    copy = dest / os.path.basename(run_dir)
-    shutil.copytree(run_dir, copy, symlinks=True)
-    state_path = copy / "state.json"
-    state = json.loads(state_path.read_text())
-    for stage in state["stages"].values():
-        stage["job_id"], stage["attempts"] = None, []
-    state_path.write_text(json.dumps(state, indent=2))
-    return str(copy)
 
 
 def count_client_calls(argv: list[str], env: dict[str, str], cwd: str, work: Path) -> list[str]:
@@ -169,7 +158,8 @@ def main() -> int:
     ]
     notes: list[str] = []
     calls: list[str] = []
-    copy: str | None = None
+    status_argv: list[str] | None = None
+    env_slurm: dict[str, str] = {}
     bed_cm = None
     try:
         if not args.no_slurm:
@@ -180,16 +170,19 @@ def main() -> int:
             status_argv = [str(minitron), "status", run_id, "--json"]
             calls = count_client_calls(status_argv, env_slurm, cwd, work)
             commands.append(("minitron status --json (Slurm, finished)", ".venv-cli", status_argv, env_slurm, (0,)))
-            copy = markers_only_copy(run_dir, work / "markers-only")
-            commands.append(("minitron status --json (markers only)", ".venv-cli",
-                             [str(minitron), "status", copy, "--json"], env_cli, (0,)))
+            unreachable = {**env_slurm, "SLURM_CONF": str(work / "no-such-slurm.conf")}
+            commands.append(("minitron status --json (finished, Slurm unreachable)", ".venv-cli", status_argv,
+                             unreachable, (0,)))
+            commands.append(("minitron runs --json", ".venv-cli", [str(minitron), "runs", "--json"], env_slurm,
+                             (0,)))
             notes.append(f"- status (Slurm, finished): run `{run_id}`, 8 stages of the tiny test recipe "
                          f"(tests/integration/workload.py), all DONE; jobs purged from slurmctld (MinJobAge "
                          f"{bed.min_job_age} s), accounting `{bed.acct}`; one status call runs "
                          f"{len(calls)} Slurm client call(s): {', '.join(calls) or 'none'}")
-            notes.append("- status (markers only): a copy of that run directory with the job ids removed from "
-                         "state.json: the launcher's own cost (start, imports, markers, log tails, JSON), no "
-                         "Slurm call")
+            notes.append("- status (finished, Slurm unreachable): the same command with SLURM_CONF naming no "
+                         "file; it exits 0 only if the markers settle every stage without a Slurm call: the "
+                         "launcher's own cost (start, imports, markers, log tails, JSON)")
+            notes.append("- runs --json: the index holds that one run; its state comes from the same markers")
         commands += [
             ("python -c pass", ".venv-cli", [cli_py, "-c", "pass"], env_cli, (0,)),
             ("nemo --help", ".venv-bench", [str(nemo), "--help"], clean_env(COLUMNS="120"), (0,)),
@@ -246,8 +239,9 @@ def main() -> int:
     for label, python, code, own, env in (
             ("minitron --help", cli_py, ["-m", "launcher.cli", "--help"], ("launcher", "__main__"), env_imp),
             ("minitron plan", cli_py, ["-m", "launcher.cli", "plan"], ("launcher", "__main__"), env_imp),
-            ("minitron status --json (markers only)", cli_py,
-             ["-m", "launcher.cli", "status", copy, "--json"] if copy else None, ("launcher", "__main__"), env_imp),
+            ("minitron status --json (Slurm, finished)", cli_py,
+             ["-m", "launcher.cli", *status_argv[1:]] if status_argv else None, ("launcher", "__main__"),
+             env_slurm),
             ("import nemo_run", bench_py, ["-c", "import nemo_run"], ("nemo_run",), clean_env())):
         if code is None:
             continue

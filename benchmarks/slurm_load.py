@@ -3,10 +3,12 @@
 
 1. Slurm client calls and wall time per `status` refresh, for runs of 4 (the smallest stage graph a
    recipe allows), 8 (the tiny test recipe) and 50 stages, while the run is live, part-finished and
-   finished (still in slurmctld's memory, then purged after MinJobAge). A refresh is exactly what
-   `minitron status` does after loading the run: launcher.submission.query(run, state, executor), with
-   an executor whose SlurmClient we keep and whose `calls` we read. Also `minitron status --json` of each
-   finished run as a fresh process.
+   finished (still in slurmctld's memory, then purged after MinJobAge). A refresh is what
+   `minitron status` does after loading the run record: `launcher.status.query_runs([(run, record)])`
+   (markers first, then one batched `SlurmExecutor.query` for the jobs the markers cannot settle) and
+   `launcher.status.run_report`, with the module's `executor_for` pointed at a SlurmExecutor whose
+   SlurmClient we keep and whose `calls` we read (report_for adds only the calibration record of a
+   DONE run). Also `minitron status --json` of each finished run as a fresh process.
 2. Time from `minitron submit` start to every job queued, for the tutorial recipe's 8 stages
    (minitron-8b-wikitext rendered for a testbed profile, every stage the sleeping workload), with a
    breakdown from logging sbatch wrappers on PATH.
@@ -35,11 +37,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from jobs.contract import Marker  # noqa: E402
+from launcher import status as status_mod  # noqa: E402
 from launcher.executors.slurm import SlurmClient, SlurmExecutor  # noqa: E402
-from launcher.registry import Run  # noqa: E402
-from launcher.submission import query  # noqa: E402
+from launcher.registry import open_run  # noqa: E402
+from launcher.state import LIVE as LIVE_STAGE_STATES, LIVE_RUN_STATES, RunState  # noqa: E402
 
-LIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED"}
+LIVE = {s.value for s in LIVE_STAGE_STATES}     # PENDING, RUNNING, STALLED
+LIVE_RUNS = {s.value for s in LIVE_RUN_STATES}  # PENDING, RUNNING
 CALLS_BAR = 3
 
 
@@ -73,18 +78,31 @@ def recipe_for(size: int, path: Path) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------ 1. status load
 class Refresher:
+    """One status refresh as `minitron status` makes it, with the Slurm client calls counted."""
+
     def __init__(self, run_dir: str):
-        self.run = Run(run_dir)
+        self.run = open_run(run_dir)
         self.client = SlurmClient()
         self.executor = SlurmExecutor(self.client)
+        # query_runs asks executor_for(record.executor) for its backend: hand it ours, whose calls we count
+        status_mod.executor_for = lambda kind: self.executor if kind == "slurm" else _executor_for(kind)
 
     def refresh(self) -> tuple[object, list[str], float]:
-        state = self.run.load_state()
         before = len(self.client.calls)
         start = time.perf_counter()
-        report = query(self.run, state, self.executor)
+        record = self.run.load_record()
+        result = status_mod.query_runs([(self.run, record)]).get(record.executor)
+        report = status_mod.run_report(self.run, record, result)
         elapsed = time.perf_counter() - start
         return report, [short(a) for a in self.client.calls[before:]], elapsed
+
+
+_executor_for = status_mod.executor_for
+
+
+def ended_badly(report) -> bool:
+    """Not live and not DONE: FAILED, CANCELLED, PARTIAL, RENDERED, SUBMIT_FAILED."""
+    return report.overall != RunState.DONE.value and report.overall not in LIVE_RUNS
 
 
 def phase_of(report) -> str:
@@ -126,7 +144,7 @@ def status_load(bed, work: Path, minitron: list[str], env: dict[str, str], size:
         report = record()
         if report.overall == "DONE":
             break
-        if report.overall == "FAILED" or time.monotonic() > deadline:
+        if ended_badly(report) or time.monotonic() > deadline:
             raise SystemExit(f"{size}-stage run ended {report.overall}: "
                              + json.dumps({s.name: s.state for s in report.stages}))
         time.sleep(0.5)
@@ -217,7 +235,7 @@ def submit_timing(bed, work: Path, minitron: list[str], env: dict[str, str], rep
             report, _calls, _t = refresher.refresh()
             if report.overall == "DONE":
                 break
-            if report.overall == "FAILED" or time.monotonic() > deadline:
+            if ended_badly(report) or time.monotonic() > deadline:
                 raise SystemExit(f"tutorial run ended {report.overall}: "
                                  + json.dumps({s.name: s.state for s in report.stages}))
             time.sleep(2.0)
@@ -232,19 +250,19 @@ def slurm_time(text: str) -> float:
 
 def gaps(bed, run_dir: str) -> list[dict]:
     """For each stage with parents: latest parent end → its start, from markers and from the jobcomp log."""
-    run = Run(run_dir)
+    run = open_run(run_dir)
     plan = run.load_plan()
-    state = run.load_state()
+    record = run.load_record()
     comp = C.jobcomp(bed)
     rows = []
     for stage in plan["stages"]:
         if not stage["depends_on"]:
             continue
         name, parents = stage["name"], stage["depends_on"]
-        parent_end = max(os.stat(run.paths.marker(p, "finished")).st_mtime for p in parents)
-        child_start = os.stat(run.paths.marker(name, "started")).st_mtime
-        recs = [comp.get(state.stages[p].job_id) for p in parents]
-        child = comp.get(state.stages[name].job_id)
+        parent_end = max(os.stat(run.layout.marker(p, Marker.FINISHED)).st_mtime for p in parents)
+        child_start = os.stat(run.layout.marker(name, Marker.STARTED)).st_mtime
+        recs = [comp.get(record.stages[p].job_id) for p in parents]
+        child = comp.get(record.stages[name].job_id)
         row = {"stage": name, "parents": parents, "markers": child_start - parent_end}
         if child and all(recs):
             end = max(slurm_time(r["EndTime"]) for r in recs)
@@ -379,8 +397,10 @@ def main() -> int:
                if acct == "none" else ")"),
             "- stages: tests/integration/workload.py (sleeps per step instead of training), "
             f"MT_STEP_SECONDS={args.step_seconds} for the load runs, 0.05 for the tutorial run",
-            "- a refresh = `launcher.submission.query(run, state, executor)`, the call behind `minitron status`; "
-            "calls counted with `SlurmClient.calls`; live refreshes every 0.5 s (10 back to back first)",
+            "- a refresh = `launcher.status.query_runs` + `run_report` for the run (what `minitron status` runs "
+            "after loading the run record: markers first, then one batched `SlurmExecutor.query` for the jobs "
+            "the markers cannot settle); calls counted with `SlurmClient.calls`; live refreshes every 0.5 s "
+            "(10 back to back first)",
         ]),
         *[f"- {size} stages: {text}" for size, text in descriptions.items()],
         "", "### Slurm client calls per status refresh", "", load_table, "",

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .contract import (DATA_ROLES, PRUNE_TARGETS, TRAINING_KINDS, ConfigError, Marker, StageConfig,  # noqa: F401
-                       StageExit, progress_line, read_stage_config, seq_length, validate, write_continue,
+                       StageExit, note_progress, progress_line, read_stage_config, seq_length, validate,
+                       write_continue,
                        write_json_atomic)
 from .contract import write_complete as write_complete_marker
 
@@ -78,7 +79,9 @@ def write_complete(cfg: StageConfig) -> None:
 
 
 def report_progress(step: int, total: int, train_loss: float | None = None, val_loss: float | None = None) -> None:
-    """Print a progress line from global rank 0 only, flushed so `minitron status` sees it live."""
+    """Note the step on every rank (the stall watchdog of jobs.task reads it) and print a progress line
+    from global rank 0 only, flushed so `minitron status` sees it live."""
+    note_progress()
     if is_rank_zero():
         print(progress_line(step, total, train_loss, val_loss), flush=True)
 

@@ -149,23 +149,32 @@ class Markers:
     failure: Optional[Failure] = None
 
 
+def read_bounded(path: str | Path, limit: int) -> str:
+    """A regular file's text, never through a symlink; OSError if it is anything else or over `limit` bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not os.path.stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(f"{path} is larger than {limit} bytes")
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
 def _read_small(path: str) -> Optional[str]:
     """A marker's text, or None: missing, not a regular file (never followed through a symlink), or oversized."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return read_bounded(path, MAX_MARKER_BYTES)
     except OSError:
         return None
-    try:
-        if not os.path.stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.read(fd, MAX_MARKER_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_MARKER_BYTES:
-        return None
-    return data.decode("utf-8", "replace")
 
 
 def _read_json(path: str) -> Optional[dict]:
@@ -288,6 +297,20 @@ class Progress:
     val_loss: Optional[float] = None
     time: Optional[float] = None          # when the last step was reported (Unix time)
     step_time_s: Optional[float] = None   # median seconds per step between reports
+
+
+_last_progress: Optional[float] = None
+
+
+def note_progress(now: Optional[float] = None) -> None:
+    """Every rank calls this when it finishes a step (jobs.common.report_progress does), so the stall
+    watchdog of jobs.task sees progress on ranks that print nothing."""
+    global _last_progress
+    _last_progress = time.time() if now is None else now
+
+
+def last_progress() -> Optional[float]:
+    return _last_progress
 
 
 def progress_line(step: int, total: int, train_loss: Optional[float] = None, val_loss: Optional[float] = None,
@@ -519,11 +542,14 @@ def stage_config_text(config: StageConfig) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+MAX_STAGE_CONFIG_BYTES = 1024 * 1024
+
+
 def read_stage_config(path: str | Path) -> StageConfig:
     """The jobs' only way to read a stage config: parsed and validated against this contract."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_bounded(path, MAX_STAGE_CONFIG_BYTES))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     return StageConfig.from_json(raw, path=path.resolve())

@@ -11,12 +11,12 @@ complete markers (their outputs.model and outputs.log_dir).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 from jobs import common
+from jobs.contract import Marker, read_markers
 
 log = logging.getLogger("jobs")
 
@@ -26,11 +26,11 @@ TAGS = {"val_loss": "val_loss", "train_loss": "reduced_train_loss"}
 
 def stage_outputs(cfg: common.StageConfig, stage: str) -> dict:
     """The outputs recorded in another stage's complete marker (the report runs after them)."""
-    path = Path(cfg.markers_dir) / f"{stage}.complete"
-    try:
-        return json.loads(path.read_text())["outputs"]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise RuntimeError(f"report needs stage {stage} to be complete ({path}): {exc}") from exc
+    markers = read_markers(cfg.layout, stage)
+    if not markers.complete:
+        raise RuntimeError(f"report needs stage {stage} to be complete "
+                           f"({cfg.layout.marker(stage, Marker.COMPLETE)} with outputs that exist)")
+    return markers.outputs
 
 
 def models_to_evaluate(cfg: common.StageConfig) -> dict[str, str]:

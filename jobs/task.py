@@ -6,7 +6,9 @@ NODE_RANK) from Slurm's when srun started it, so any entrypoint can use torch's 
 the entrypoint fails, the first failing rank records its own exit code and last exception line in
 the stage's `failed` marker (jobs.contract): status then shows the task's code, not srun's 143/137
 or torchrun's 1. The entrypoint runs in this process (runpy), so nothing is lost between the two.
-Standard library only.
+With `runtime.stall_timeout_s` in the stage config, a watchdog thread ends a task whose steps have
+stopped (a hung collective, a stuck file system) with StageExit.CONTINUE after leaving the continue
+marker, so the script's requeue resumes the stage from its last checkpoint. Standard library only.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import os
 import runpy
 import socket
 import sys
+import threading
+import time
 import traceback
 from typing import Optional
 
-from .contract import RunLayout, StageExit, write_failure
+from .contract import ConfigError, RunLayout, StageExit, last_progress, read_stage_config, write_continue, write_failure
+
+WATCHDOG_POLL_S = 1.0
 
 
 def _tasks_on_this_node(environ: dict[str, str]) -> Optional[str]:
@@ -78,12 +84,50 @@ def _exit_code(code: object) -> int:
     return 1  # sys.exit("message") prints the message and exits 1
 
 
+def _stall_timeout(args: list[str]) -> Optional[float]:
+    """`runtime.stall_timeout_s` of the stage config named by `--config` (None when absent or unreadable:
+    the entrypoint itself reports a bad config)."""
+    if "--config" not in args or args.index("--config") + 1 >= len(args):
+        return None
+    try:
+        runtime = read_stage_config(args[args.index("--config") + 1]).runtime or {}
+    except ConfigError:
+        return None
+    timeout = runtime.get("stall_timeout_s")
+    return float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
+
+
+def start_watchdog(timeout_s: float, poll_s: float = WATCHDOG_POLL_S) -> threading.Thread:
+    """Once the task has made progress, exit it for requeue when no step follows for `timeout_s`."""
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            last = last_progress()
+            if last is not None and time.time() - last > timeout_s:
+                run_dir, stage = os.environ.get("MINITRON_RUN_DIR"), os.environ.get("MINITRON_STAGE")
+                print(f"minitron: no progress for {timeout_s:.0f} s: exiting {int(StageExit.CONTINUE)} so the "
+                      f"stage is continued from its last checkpoint", file=sys.stderr, flush=True)
+                if run_dir and stage:
+                    try:
+                        write_continue(RunLayout(run_dir), stage, reason=f"no progress for {timeout_s:.0f} s")
+                    except OSError:
+                        pass
+                os._exit(StageExit.CONTINUE)  # a hung collective cannot be interrupted from Python
+
+    thread = threading.Thread(target=watch, name="minitron-stall-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print("usage: python -m jobs.task ENTRYPOINT [ARGS...]", file=sys.stderr)
         return StageExit.CONFIG
     entrypoint, args = argv[0], argv[1:]
     os.environ.update(distributed_env(dict(os.environ)))
+    stall_timeout = _stall_timeout(args)
+    if stall_timeout:
+        start_watchdog(stall_timeout)
     sys.argv = [entrypoint, *args]
     try:
         runpy.run_module(entrypoint, run_name="__main__", alter_sys=True)

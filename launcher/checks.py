@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
-from .errors import ExitCode
+from .errors import ExitCode, UserError
 from .executors import executor_for
 from .executors.base import Check
 from .profile import ClusterProfile, load_profile
+from .registry import check_job_dir
 
 
 def common_checks(profile: ClusterProfile) -> list[Check]:
@@ -22,12 +23,11 @@ def common_checks(profile: ClusterProfile) -> list[Check]:
         source = mount.split(":")[0]
         found = os.path.exists(source)
         checks.append(Check(f"mount {source}", "ok" if found else "FAIL", "exists" if found else "missing here"))
-    parent = profile.job_dir
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    writable = os.access(parent, os.W_OK)
-    checks.append(Check("job_dir", "ok" if writable else "FAIL",
-                        f"{profile.job_dir} {'can be created/written' if writable else 'is not writable'}"))
+    try:
+        check_job_dir(profile.job_dir, profile.source)
+        checks.append(Check("job_dir", "ok", f"{profile.job_dir}: its runs/ is yours alone, or can be created"))
+    except UserError as exc:
+        checks.append(Check("job_dir", "FAIL", exc.message))
     for name in profile.required_env_vars:
         present = bool(os.environ.get(name))
         checks.append(Check(f"env {name}", "ok" if present else "FAIL", "set" if present else "not set in this shell"))

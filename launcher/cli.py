@@ -8,10 +8,9 @@ with MINITRON_DEBUG=1).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 from .errors import ExitCode, LauncherError, one_line
 
@@ -121,11 +120,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _error(message: str) -> None:
     print(f"minitron: error: {one_line(message)}", file=sys.stderr)
-
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ import os
 import sys
 import time
 
-from .cli import print_json
-from .errors import ExitCode, SubmitFailed, UserError
+from .errors import ExitCode, SlurmError, SubmitFailed, UserError
 from .state import LIVE_RUN_STATES, RunState
+from .views import print_json
 
 STATUS_EXIT = {RunState.DONE: ExitCode.OK, RunState.PENDING: ExitCode.LIVE, RunState.RUNNING: ExitCode.LIVE,
                RunState.FAILED: ExitCode.FAILED, RunState.CANCELLED: ExitCode.FAILED,
@@ -99,13 +99,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     entries = indexed_runs()
     readable = [(e.run, e.record) for e in entries if e.run is not None]
-    results = query_runs(readable)
+    results, unreachable = {}, {}
+    for kind in {record.executor for _, record in readable}:
+        try:
+            results.update(query_runs([(r, rec) for r, rec in readable if rec.executor == kind]))
+        except SlurmError as exc:  # the other backends' runs, and this one's finished ones, are still listed
+            unreachable[kind] = str(exc)
     rows = []
     for entry in entries:
         row = {"run_id": entry.run_id, "dir": entry.dir, "executor": entry.record.executor if entry.record else None,
                "state": None, "created_at": entry.created_at or None,
                "stages": len(entry.record.stages) if entry.record else None, "error": entry.error}
-        if entry.run is not None:
+        if entry.run is not None and entry.record.executor in unreachable:
+            from .status import settled_state
+            row["state"] = settled_state(entry.run, entry.record) or "UNKNOWN"
+            if row["state"] == "UNKNOWN":
+                row["error"] = unreachable[entry.record.executor]
+        elif entry.run is not None:
             try:
                 report = run_report(entry.run, entry.record, results[entry.record.executor])
                 row["state"] = report.overall
@@ -137,7 +147,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             raise UserError(f"no stage of run {run.id} has started yet", key="STAGE")
         stage = max(started)[1]
     if stage not in record.stages:
-        from .schema import did_you_mean
+        from .errors import did_you_mean
         raise UserError(f"run {run.id} has no stage {stage!r}", key="STAGE", hint=did_you_mean(stage, record.stages))
     path = run.layout.stage_log(stage, record.stages[stage].job_id)
     if path is None:
@@ -214,12 +224,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         raise UserError(f"run {run.id} has no report yet (the report stage writes {outputs['summary_json']})",
                         key="RUN") from None
+    from .status import report_for
+    timing = report_for(run)
+    stages = [{"stage": s.name, "state": s.state, "est_s": s.est_s, "elapsed_s": s.elapsed_s,
+               "est_gpu_hours": s.est_gpu_hours, "gpu_hours": s.gpu_hours} for s in timing.stages]
     if args.json:
-        print_json(summary)
+        print_json({**summary, "plan_vs_actual": {"stages": stages, "totals": timing.totals}})
         return ExitCode.OK
-    from rich.console import Console
     from rich.markdown import Markdown
-    Console().print(Markdown(markdown))
+
+    from .views import console, timing_table
+    console().print(Markdown(markdown))
+    timing_table(timing)
     if os.path.exists(outputs["plot"]):
         print(f"plot: {outputs['plot']}")
     return ExitCode.OK

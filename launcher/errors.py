@@ -7,8 +7,10 @@ values are redacted as a last line of defence (the loaders already avoid echoing
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
+from typing import Iterable
 
 
 class ExitCode(enum.IntEnum):
@@ -34,6 +36,12 @@ _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{16,}|xo
 _SECRET_ASSIGNMENT = re.compile(r"((?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL)[A-Z0-9_]*\s*[=:]\s*)"
                                 r"(['\"]?)[^\s'\",}\]]+", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A hint for a misspelt name: the closest of `choices`, if one is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
 
 
 def redact(text: str) -> str:

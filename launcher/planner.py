@@ -38,8 +38,6 @@ NEMO_IMPORT_S = 38.0
 NEMO_SETUP_S = 12.0      # trainer, strategy, process groups, model build, data loaders
 DISTILL_SETUP_S = 8.0    # the distillation wrapper around student and teacher
 BUILTIN_DATA_S = 45.0    # the tiny corpus: imports, BPE training, tokenising (measured 47 s)
-# Starting the stage's container: Pyxis/enroot with the image already cached on the node; docker run.
-CONTAINER_START_S = {"slurm": 60.0, "local": 15.0}
 # Per-step costs independent of model size (kernel launches, optimizer, logging): the tiny recipe's
 # 300 fine-tune steps at 2 micro-batches took ~21 s beyond the startup of a stage with no steps.
 STEP_OVERHEAD_S = 0.03
@@ -108,6 +106,7 @@ class StagePlan:
     est_start_hours: float = 0.0
     calibration_profile_key: str = ""
     calibration_shape_key: str = ""
+    stall_timeout_s: Optional[int] = None  # training stages: the job exits for requeue after this long without progress
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,8 +236,11 @@ class _Search:
 
 class Planner:
     def __init__(self, profile: ClusterProfile, recipe: Recipe):
+        from .executors import executor_class
+
         self.profile = profile
         self.recipe = recipe
+        self.executor = executor_class(profile.executor)
         self.gpu_gib = profile.gpu.memory_gib
         self.usable = profile.gpu.memory_gib * USABLE_FRACTION * mm.GIB
         self.tflops = mm.achievable_tflops(profile.gpu.model, profile.gpu.achievable_tflops, profile.attention)
@@ -250,8 +252,8 @@ class Planner:
         stages = [self._plan_stage(node) for node in stage_graph(self.recipe)]
         plan = Plan(recipe=self.recipe.name, profile=self.profile.source, executor=self.profile.executor,
                     stages=stages, nodes=self.profile.nodes, gpus_per_node=self.profile.gpus_per_node,
-                    one_at_a_time=self.profile.executor == "local" and not self.profile.local_parallel,
-                    exclusive=self.profile.executor == "slurm" and self.profile.exclusive)
+                    one_at_a_time=not self.executor.stages_side_by_side(self.profile),
+                    exclusive=self.executor.takes_whole_nodes(self.profile))
         for name, (start, _) in plan.schedule().items():
             plan.stage(name).est_start_hours = round(start, 3)
         return plan
@@ -343,7 +345,7 @@ class Planner:
         if nemo:
             seconds += NEMO_IMPORT_S + NEMO_SETUP_S
         if self.profile.container != "none":
-            seconds += CONTAINER_START_S[self.profile.executor]
+            seconds += self.executor.container_start_s
         return seconds
 
     def _need_gpus(self, key: str) -> int:
@@ -482,7 +484,6 @@ class Planner:
 
     def _fill_training(self, sp: StagePlan, st: Any, nodes: int, gpn: int, lay: mm.Layout, gbs: int,
                        lr: float, est: mm.MemoryEstimate, tried: list[str], label: str) -> None:
-        recipe = self.recipe
         steps = st.steps
         if st.tokens:
             steps = math.ceil(st.tokens / (gbs * lay.seq_length))
@@ -497,6 +498,7 @@ class Planner:
         sp.gpu_memory_gib = self.gpu_gib
         sp.memory_breakdown = est.gib()
         sp.requeue = True
+        sp.stall_timeout_s = self.profile.stall_timeout_s
         self._training_time(sp, st, lay, gbs, steps)
         reason = f"{label}: {sp.est_memory_gib} of {self.gpu_gib:g} GiB"
         if tried:
@@ -685,7 +687,7 @@ class Planner:
         sp.est_hours = sp.est_startup_s / 3600
 
     def _partition(self, sp: StagePlan, st: Any) -> str | None:
-        if self.profile.executor == "local":
+        if not self.executor.uses_partitions:
             return None
         if st.partition:
             return st.partition
@@ -710,7 +712,7 @@ class Planner:
         lead = self.profile.signal_lead_s
         if minutes < 1:
             problem = f"a time limit of {requested!r} leaves the {sp.name} stage no time (Slurm reads 0 as no limit): give HH:MM:SS"
-        elif sp.requeue and self.profile.executor == "slurm" and minutes * 60 < MIN_LIMIT_PER_SIGNAL_LEAD * lead:
+        elif sp.requeue and self.executor.signals_before_limit and minutes * 60 < MIN_LIMIT_PER_SIGNAL_LEAD * lead:
             need = format_minutes(math.ceil(MIN_LIMIT_PER_SIGNAL_LEAD * lead / 60))
             problem = (f"the {sp.name} stage's limit {format_minutes(minutes)} is under {MIN_LIMIT_PER_SIGNAL_LEAD} × "
                        f"signal_lead_s={lead} s, so its checkpoint signal would fire before any work; give at least "

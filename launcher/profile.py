@@ -164,6 +164,8 @@ class ClusterProfile:
     signal_lead_s: int = field(300, min=30, max=3600,
                                doc="seconds before the time limit the job is told to checkpoint")
     max_continuations: int = field(10, min=0, max=1000, doc="time-limit continuations of one training stage")
+    stall_timeout_s: Optional[int] = field(None, min=10, max=7 * 86400,
+                                           doc="a training stage whose progress stops this long exits for requeue")
     master_port: int = field(29500, min=1024, max=65535 - 1000,
                              doc="the Slurm script adds SLURM_JOB_ID % 1000, so at most 64535")
     local_parallel: bool = field(False, doc="local executor: run independent stages at once when GPUs are free")
@@ -251,10 +253,13 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
     if problem:
         raise src.error("job_dir", problem)
     profile.mounts = [_expand(m, f"mounts[{i}]", src) for i, m in enumerate(profile.mounts)]
-    if profile.executor == "local" and profile.nodes != 1:
-        raise src.error("nodes", f"a local profile has exactly one node, got {profile.nodes}")
+    from .executors import executor_class
+    executor = executor_class(profile.executor)
+    if executor.max_nodes is not None and profile.nodes > executor.max_nodes:
+        raise src.error("nodes", f"the {profile.executor} executor runs stages on exactly one node"
+                        f"{'' if executor.max_nodes == 1 else f' to {executor.max_nodes}'}, got {profile.nodes}")
     if profile.container != "none" and profile.container not in profile.containers:
-        from .schema import did_you_mean
+        from .errors import did_you_mean
         raise src.error("container", f"names no entry of containers ({', '.join(profile.containers) or 'none defined'})",
                         did_you_mean(profile.container, profile.containers))
     for name, ref in profile.containers.items():
@@ -293,7 +298,7 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
         if parse_time_minutes(profile.default_time) > profile.time_limit_minutes(profile.partition):
             raise src.error("default_time", f"{profile.default_time} exceeds the {profile.partition} "
                             f"partition's limit {profile.timeouts[profile.partition]}")
-    if profile.executor == "slurm" and profile.gpus_per_node > 0 and not profile.partition:
+    if executor.uses_partitions and profile.gpus_per_node > 0 and not profile.partition:
         raise src.error("partition", "a Slurm profile with GPUs needs a partition")
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from . import bundled
-from .errors import UserError
-from .schema import build, did_you_mean, field
+from .errors import UserError, did_you_mean
+from .schema import build, field
 from .yamlfile import (Located, YamlSyntaxError, control_problem, join_key, load_yaml_file, load_yaml_text,
                        looks_secret, resolve_named_file, shown)
 

@@ -390,7 +390,7 @@ def resolve_run(arg: str | None, *, default_newest: bool = False) -> Run:
         if entry.run is None:
             raise UserError(f"run {entry.run_id} is unreadable: {entry.error}", key="RUN")
         return entry.run
-    from .schema import did_you_mean
+    from .errors import did_you_mean
     what = "ambiguous prefix" if matches else ("not a registered run" if target else "no such run")
     raise UserError(f"{arg!r}: {what} in {minitron_home()}/runs", key="RUN",
                     hint=did_you_mean(arg, [e.run_id for e in entries]))

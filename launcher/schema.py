@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import re
 import typing
 from typing import Any, Literal, Union
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .yamlfile import Located, control_problem, join_key, shown
 
 _MISSING = dataclasses.MISSING
@@ -36,11 +35,6 @@ def field(default: Any = _MISSING, *, min: float | None = None, max: float | Non
         value = default
         return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
-
-
-def did_you_mean(word: str, choices: typing.Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
 
 
 def _type_name(tp: Any) -> str:

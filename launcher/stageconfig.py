@@ -67,6 +67,8 @@ def build_stage_config(run_id: str, paths: RunLayout, recipe: Recipe, plan: Plan
         config["outputs"] = {"model": paths.model_path("import")}
     elif kind in ("finetune", "distill"):
         st = recipe.settings(kind)
+        if sp.stall_timeout_s:
+            config["runtime"] = {"stall_timeout_s": sp.stall_timeout_s}
         config["train"] = {
             "steps": sp.steps, "lr": sp.lr, "min_lr": sp.min_lr, "warmup_steps": st.warmup_steps,
             "val_check_interval": st.val_check_interval, "limit_val_batches": st.limit_val_batches,

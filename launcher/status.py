@@ -95,10 +95,14 @@ def _signal_name(number: Optional[int]) -> Optional[str]:
         return f"signal {number}"
 
 
-def _stall_after(kind: str, progress: Progress) -> Optional[float]:
-    if kind not in ("finetune", "distill") or progress.time is None:
+def _stall_after(planned: dict[str, Any], progress: Progress) -> Optional[float]:
+    """How long a running training stage may go without a step before it is STALLED: STALL_STEPS of its
+    measured step time, and never less than a floor (half the profile's stall_timeout_s when it has one,
+    since the job then ends itself at the full timeout)."""
+    if planned.get("kind") not in ("finetune", "distill") or progress.time is None:
         return None
-    return max(STALL_STEPS * (progress.step_time_s or 0.0), STALL_FLOOR_S)
+    floor = planned["stall_timeout_s"] / 2 if planned.get("stall_timeout_s") else STALL_FLOOR_S
+    return max(STALL_STEPS * (progress.step_time_s or 0.0), floor)
 
 
 def stage_status(run: Run, name: str, planned: dict[str, Any], job_id: Optional[str], cancelled: bool,
@@ -109,7 +113,7 @@ def stage_status(run: Run, name: str, planned: dict[str, Any], job_id: Optional[
     lines = read_tail(log) if log else []
     progress = parse_progress(lines)
     evidence = Evidence(job_id=job_id, cancelled_by_user=cancelled, job=job, markers=markers, progress=progress,
-                        now=now, stall_after_s=_stall_after(planned.get("kind", ""), progress))
+                        now=now, stall_after_s=_stall_after(planned, progress))
     decision = decide_stage(evidence)
     ended = exit_status(evidence, decision.state)
     status = StageStatus(name=name, state=decision.state.value, job_id=job_id, reason=decision.reason,
@@ -135,6 +139,8 @@ def stage_status(run: Run, name: str, planned: dict[str, Any], job_id: Optional[
         status.total_steps = progress.total or planned.get("steps")
     if decision.state in BROKEN or decision.state == StageState.CANCELLED and markers.started:
         status.log_tail = lines[-TAIL_LINES:]
+    elif decision.state == StageState.STALLED:
+        status.log_tail = lines[-1:]
     if decision.state in (StageState.RUNNING, StageState.STALLED) and progress.step and status.total_steps:
         per_step = progress.step_time_s or ((status.elapsed_s or 0) / progress.step)
         status.eta_s = per_step * (status.total_steps - progress.step) if per_step else None
@@ -148,6 +154,15 @@ def _needs_scheduler(run: Run, record: RunRecord) -> list[JobRef]:
         if stage.job_id and not read_markers(run.layout, name).complete:
             refs.append(JobRef(run=run, stage=name, job_id=stage.job_id))
     return refs
+
+
+def settled_state(run: Run, record: RunRecord) -> Optional[str]:
+    """The run's state when the markers alone settle it (every stage complete), else None."""
+    if record.stages and all(read_markers(run.layout, name).complete for name in record.stages):
+        return RunState.DONE.value
+    if not any(stage.job_id for stage in record.stages.values()):
+        return (RunState.SUBMIT_FAILED if record.submit_failed else RunState.RENDERED).value
+    return None
 
 
 def query_runs(runs: Iterable[tuple[Run, RunRecord]]) -> dict[str, QueryResult]:

@@ -69,7 +69,7 @@ def cancel_run(run: Run, stage: str | None) -> list[str]:
         record = run.load_record()
         order, deps = run.stage_order(), run.dependencies()
         if stage is not None and stage not in record.stages:
-            from .schema import did_you_mean
+            from .errors import did_you_mean
             raise UserError(f"run {run.id} has no stage {stage!r}", key="STAGE", hint=did_you_mean(stage, order))
         targets = downstream(order, deps, {stage}) if stage else order
         report = report_for(run, record)

@@ -20,6 +20,15 @@ def text(value: Any, limit: int = CELL_CHARS) -> str:
     return escape(one_line(str(value), limit))
 
 
+def print_json(data: Any) -> None:
+    """For scripts: the data as JSON on stdout (values are not escaped: JSON quotes them)."""
+    import json
+    import sys
+
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
 def console() -> Any:
     import sys
 
@@ -143,6 +152,26 @@ def status_table(report: Any) -> None:
                 out.print(f"    {text(line)}")
     for note in report.notes:
         out.print(f"[dim]{text(note)}[/]")
+
+
+def timing_table(report: Any) -> None:
+    """Plan vs actual: each stage's estimated and measured wall time and GPU-hours, and the run's totals."""
+    from rich.table import Table
+
+    table = Table(title="plan vs actual", title_justify="left")
+    for col in ("stage", "state", "wall est", "wall actual", "GPU·h est", "GPU·h actual"):
+        table.add_column(col)
+
+    def hours(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for s in report.stages:
+        table.add_row(text(s.name), styled(s.state), _duration(s.est_s), _duration(s.elapsed_s),
+                      hours(s.est_gpu_hours), hours(s.gpu_hours))
+    totals = report.totals or {}
+    table.add_row("[bold]run[/]", styled(report.overall), _duration(totals.get("est_wall_s")),
+                  _duration(totals.get("wall_s")), hours(totals.get("est_gpu_hours")), hours(totals.get("gpu_hours")))
+    console().print(table)
 
 
 def runs_table(rows: list[dict[str, Any]]) -> None:

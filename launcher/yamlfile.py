@@ -338,7 +338,7 @@ def resolve_named_file(name: str, directory: str, what: str, flag: str) -> str:
         return name
     candidate = os.path.join(directory, f"{name}.yaml")
     if not os.path.exists(candidate):
-        from .schema import did_you_mean
+        from .errors import did_you_mean
 
         known = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".yaml"))
         raise UserError(f"no {what} named {shown(name)}; bundled: {', '.join(known)}", key=flag,

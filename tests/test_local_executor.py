@@ -81,6 +81,12 @@ def test_tiny_pipeline_end_to_end_with_parallel_students_on_distinct_gpus(setup,
     profile, env = setup
     recipe = write_test_recipe(tmp_path / "r.yaml", distill={"steps": 20, "gpus_per_node": 1})
     sub = submit(env, profile, recipe)
+    students = ("distill_depth", "distill_width")
+    for name in students:  # each waits, running, until both run: side by side by events, not clocks
+        open(os.path.join(sub["run_dir"], f"hold-{name}"), "w").close()
+    wait(env, sub["run_id"], until=lambda r: all(by_name(r)[n]["state"] == "RUNNING" for n in students))
+    for name in students:
+        os.remove(os.path.join(sub["run_dir"], f"hold-{name}"))
     code, report = wait(env, sub["run_id"])
     assert code == 0, json.dumps(report, indent=1)
     assert all(s["state"] == "DONE" for s in report["stages"])
@@ -125,3 +131,19 @@ def test_cancel_stops_the_whole_process_group(setup, tmp_path):
     while processes_of(sub["run_dir"]) and time.time() < deadline:
         time.sleep(0.2)
     assert processes_of(sub["run_dir"]) == [], "processes left behind after cancel"
+
+
+def test_a_failing_rank_s_own_exit_code_is_shown_not_torchrun_s(setup, tmp_path):
+    """The 2-GPU fine-tune runs under torch.distributed.run, which exits 1 when a worker fails: status
+    shows the workers' own exit code 3 (their failure marker), and the dependents are cancelled."""
+    profile, env = setup
+    recipe = write_test_recipe(tmp_path / "r.yaml")
+    sub = submit(env, profile, recipe)
+    open(os.path.join(sub["run_dir"], "fail-finetune"), "w").close()
+    code, report = wait(env, sub["run_id"])
+    finetune = by_name(report)["finetune"]
+    assert code == 4 and report["overall"] == "FAILED"
+    assert (finetune["state"], finetune["exit_code"], finetune["exit_source"]) == ("FAILED", 3, "task"), finetune
+    assert open(os.path.join(sub["run_dir"], "markers", "finetune.finished")).read().strip() == "1", "torchrun's"
+    assert by_name(report)["report"]["state"] == "CANCELLED"
+    assert by_name(report)["report"]["reason"] == "DependencyNeverSatisfied"

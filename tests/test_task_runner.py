@@ -83,3 +83,25 @@ def test_success_and_continuation_record_no_failure(stage):
     assert not os.path.exists(layout.marker("finetune", Marker.FAILED))
     assert json.loads((tmp / "env.json").read_text()) == {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
                                                          "MASTER_ADDR": os.environ.get("MASTER_ADDR")}
+
+
+def test_the_stall_watchdog_exits_for_requeue_once_steps_stop(stage):
+    layout, tmp = stage
+    from jobs.tools import tiny
+    raw = tiny.stage_configs(layout.run_dir)["finetune"]
+    config = tmp / "finetune.json"
+    config.write_text(json.dumps({**raw, "runtime": {"stall_timeout_s": 1}}))
+    hang = tmp / "mods" / "hang.py"
+    hang.write_text("import time\nfrom jobs.contract import note_progress\nnote_progress()\ntime.sleep(600)\n")
+    environ = {**os.environ, "PYTHONPATH": f"{tmp / 'mods'}{os.pathsep}{REPO}", "MINITRON_RUN_DIR": layout.run_dir,
+               "MINITRON_STAGE": "finetune"}
+    proc = subprocess.run([sys.executable, "-m", "jobs.task", "hang", "--config", str(config)], env=environ,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 85 and "no progress for 1 s" in proc.stderr
+    markers = read_markers(layout, "finetune")
+    assert markers.continue_requested and markers.failure is None
+    quiet = tmp / "mods" / "quiet.py"  # no step ever reported: loading is not a stall
+    quiet.write_text("import time\ntime.sleep(2.5)\n")
+    proc = subprocess.run([sys.executable, "-m", "jobs.task", "quiet", "--config", str(config)], env=environ,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

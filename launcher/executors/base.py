@@ -42,8 +42,18 @@ class Check:
 
 class Executor(Protocol):
     name: ClassVar[str]
-    uses_partitions: ClassVar[bool]   # Slurm partitions, accounts and qos mean something here
-    max_nodes: ClassVar[int | None]   # None: as many as the profile says
+    uses_partitions: ClassVar[bool]       # Slurm partitions, accounts and qos mean something here
+    max_nodes: ClassVar[int | None]       # None: as many as the profile says
+    container_start_s: ClassVar[float]    # starting a stage's container (image cached), for the time model
+    signals_before_limit: ClassVar[bool]  # training stages get the checkpoint signal before their time limit
+
+    @staticmethod
+    def stages_side_by_side(profile: "ClusterProfile") -> bool:
+        """Whether independent stages may run at the same time on the profile's GPUs."""
+
+    @staticmethod
+    def takes_whole_nodes(profile: "ClusterProfile") -> bool:
+        """Whether a multi-GPU stage holds its nodes alone (the time model's scheduling)."""
 
     def render_script(self, run_id: str, run_dir: str, profile: "ClusterProfile", stage: "StagePlan",
                       stage_names: Sequence[str]) -> str:

@@ -21,6 +21,16 @@ class LocalExecutor:
     name = "local"
     uses_partitions = False
     max_nodes = 1
+    container_start_s = 15.0  # docker run
+    signals_before_limit = False
+
+    @staticmethod
+    def stages_side_by_side(profile) -> bool:
+        return profile.local_parallel
+
+    @staticmethod
+    def takes_whole_nodes(profile) -> bool:
+        return False
 
     def render_script(self, run_id, run_dir, profile, stage, stage_names) -> str:
         from ..render import render_local_script

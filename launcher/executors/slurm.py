@@ -140,6 +140,16 @@ class SlurmExecutor:
     name = "slurm"
     uses_partitions = True
     max_nodes = None
+    container_start_s = 60.0  # Pyxis/enroot with the image already cached on the node
+    signals_before_limit = True
+
+    @staticmethod
+    def stages_side_by_side(profile) -> bool:
+        return True
+
+    @staticmethod
+    def takes_whole_nodes(profile) -> bool:
+        return profile.exclusive
 
     def __init__(self, client: SlurmClient | None = None):
         self.client = client or SlurmClient()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -94,7 +95,7 @@ def test_failed_stage_cancels_dependents_and_resume_reruns_only_what_follows(env
     assert state["stages"]["data"]["job_id"] == sub["jobs"]["data"]          # done: not resubmitted
     assert state["stages"]["import"]["job_id"] != sub["jobs"]["import"]  # failed: resubmitted
     code, report = cli.wait(run_id)
-    assert code == 0 and all(s["state"] == "DONE" for s in report["stages"])
+    assert code == 0 and all(s["state"] == "DONE" for s in report["stages"]), json.dumps(report, indent=1)
     assert len(state["stages"]["report"]["attempts"]) == 2
 
 
@@ -131,3 +132,34 @@ def test_time_limit_signal_checkpoint_and_continuation(env, slurm, tmp_path):
     assert "done after 45 steps" in log
     attempt = int(open(os.path.join(run_dir, "markers", "finetune.started")).read().split()[3])
     assert attempt >= 1
+
+
+def test_a_stage_that_stops_making_progress_is_stalled_then_continued(env, slurm, tmp_path):
+    """A hung training stage (the workload stops between steps while `stall-finetune` exists): status
+    marks it STALLED with its last log line; the profile's stall_timeout_s makes the job itself exit
+    for requeue (continue marker, exit 85); the continuation then finishes the stage."""
+    profile = write_test_profile(tmp_path / "stall.yaml", tmp_path / "jobs", stall_timeout_s=20)
+    recipe = write_test_recipe(tmp_path / "stall-recipe.yaml", finetune={"steps": 40})
+    cli = Cli(slurm, tmp_path / "home")
+    sub = cli.submit(profile, recipe, "--set", "students=[depth]")
+    run_id, run_dir = sub["run_id"], sub["run_dir"]
+    stall = os.path.join(run_dir, "stall-finetune")
+    cli.wait(run_id, until=lambda c, r: (stages(r)["finetune"]["step"] or 0) >= 3)
+    open(stall, "w").close()
+    code, report = cli.wait(run_id, until=lambda c, r: stages(r)["finetune"]["state"] == "STALLED")
+    stalled = stages(report)["finetune"]
+    assert code == 3 and stalled["reason"].startswith("no progress for"), stalled
+    assert stalled["log_tail"] and "MINITRON_PROGRESS" in stalled["log_tail"][-1], stalled
+    human = cli("status", run_id)
+    assert "STALLED" in human.stdout
+    log = os.path.join(run_dir, "logs", f"finetune-{sub['jobs']['finetune']}.out")
+    deadline = time.time() + 120
+    while "no progress for 20 s" not in open(log).read():  # the job's own watchdog
+        assert time.time() < deadline, open(log).read()[-2000:]
+        time.sleep(0.5)
+    os.remove(stall)
+    code, report = cli.wait(run_id, timeout=300)
+    assert code == 0, json.dumps(report, indent=1)
+    text = open(log).read()
+    assert "continuing (attempt 1" in text and "done after 40 steps" in text
+    assert json.load(open(os.path.join(run_dir, "stages", "finetune.json")))["runtime"] == {"stall_timeout_s": 20}

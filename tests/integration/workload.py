@@ -21,8 +21,8 @@ import signal
 import sys
 import time
 
-from jobs.contract import (RunLayout, StageExit, progress_line, read_markers, read_stage_config, write_complete,
-                           write_continue)
+from jobs.contract import (RunLayout, StageExit, note_progress, progress_line, read_markers, read_stage_config,
+                           write_complete, write_continue)
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -68,6 +68,7 @@ def main() -> int:
         time.sleep(step_seconds)
         while os.path.exists(os.path.join(config.run_dir, f"stall-{stage}")):
             time.sleep(0.2)  # a hung collective: no progress until the file goes
+        note_progress()
         if rank == 0:
             loss = 5.0 / step
             print(progress_line(step, total, loss, loss + 0.1 if step % 5 == 0 else None), flush=True)
