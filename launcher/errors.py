@@ -25,8 +25,8 @@ class ExitCode(enum.IntEnum):
     BUSY = 6              # another minitron process holds the run
     SUBMIT_FAILED = 7     # the scheduler refused a stage; what this submission had queued was cancelled
     NOT_SUBMITTED = 8     # status: the run was rendered (dry run) or its submission failed: nothing to wait for
-    INTERRUPTED = 130     # Ctrl-C
     INTERNAL = 70         # a bug: the one-line guard caught an unexpected exception
+    INTERRUPTED = 130     # Ctrl-C
 
 
 MAX_MESSAGE_CHARS = 400

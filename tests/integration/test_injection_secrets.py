@@ -127,8 +127,8 @@ def test_a_missing_secret_stops_the_submission_before_anything_is_queued(odd_run
     next_id = slurm.run(["sbatch", "--parsable", "--wrap=true", "--output=/dev/null"]).stdout.strip()
     proc = cli("submit", "--profile", str(odd_run["root"] / "profile.yaml"),
                "--recipe", str(odd_run["root"] / "recipe.yaml"))
-    assert proc.returncode == 2 and "WANDB_API_KEY" in proc.stderr, proc.stderr
-    assert sorted(Path(odd_run["job_dir"], "runs").iterdir()) == runs_before
     probe = slurm.run(["sbatch", "--parsable", "--wrap=true", "--output=/dev/null"]).stdout.strip()
     assert int(probe) == int(next_id) + 1, "Slurm handed out job ids in between: something was submitted"
     assert known_jobs() - jobs_before <= {next_id, probe}
+    assert proc.returncode == 2 and "WANDB_API_KEY" in proc.stderr, proc.stderr
+    assert sorted(Path(odd_run["job_dir"], "runs").iterdir()) == runs_before

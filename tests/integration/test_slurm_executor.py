@@ -122,7 +122,8 @@ def test_cancel_a_stage_cancels_it_and_everything_downstream(env, slurm):
 def test_time_limit_signal_checkpoint_and_continuation(env, slurm, tmp_path):
     _, profile, _ = env
     cli = Cli(slurm, tmp_path / "home", {"MT_STEP_SECONDS": "2"})  # sbatch passes it to the job
-    recipe = write_test_recipe(tmp_path / "timed.yaml", finetune={"steps": 45, "time": "00:02:00"})
+    recipe = write_test_recipe(tmp_path / "timed.yaml", finetune={"steps": 45, "time": "00:02:00"},
+                               distill={"steps": 3})
     sub = cli.submit(profile, recipe, "--set", "students=[depth]")
     run_id, run_dir = sub["run_id"], sub["run_dir"]
     code, report = cli.wait(run_id, timeout=600)
