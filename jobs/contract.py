@@ -27,6 +27,7 @@ SCHEMA_VERSION = 2
 DATA_ROLES = ("train", "validation", "test")
 TRAINING_KINDS = ("finetune", "distill")
 STAGE_KINDS = ("data", "import", "finetune", "prune", "distill", "report", "export")
+PROBE_KIND = "probe"  # `minitron check --probe`: a one-stage run that reports what the container offers (jobs/probe.py)
 PRUNE_TARGETS = ("target_ffn_hidden_size", "target_hidden_size", "target_num_attention_heads",
                  "target_num_query_groups", "target_num_layers")
 
@@ -235,16 +236,16 @@ def read_markers(layout: RunLayout, stage: str) -> Markers:
     return markers
 
 
-def write_json_atomic(path: str | Path, obj: Any, mode: int = 0o644) -> None:
-    """Temp file in the same directory + fsync + rename: a reader never sees half a file."""
+def write_text_atomic(path: str | Path, text: str, mode: int = 0o644) -> None:
+    """Temp file in the same directory (O_EXCL), its mode set explicitly, fsync, rename over the
+    target (a link there is replaced, never followed), fsync the directory: a reader never sees half a
+    file, and the rename survives a power cut."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -254,6 +255,17 @@ def write_json_atomic(path: str | Path, obj: Any, mode: int = 0o644) -> None:
         except OSError:
             pass
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_atomic(path: str | Path, obj: Any, mode: int = 0o644) -> None:
+    """JSON through write_text_atomic, creating the directory if need be (jobs write into the run's)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n", mode)
 
 
 def write_complete(layout: RunLayout, stage: str, outputs: Mapping[str, str]) -> None:
@@ -380,6 +392,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "distill": ("skip_lm_loss", "kd_loss_scale", "logit_layers"),
     "report": ("stages", "limit_val_batches"),
     "export": ("students",),
+    "probe": ("role", "job_dir"),
 }
 KIND_SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("tokenizer", "data"),
@@ -389,6 +402,7 @@ KIND_SECTIONS: dict[str, tuple[str, ...]] = {
     "distill": ("model", "data", "parallel", "batch", "train", "distill"),
     "report": ("model", "data", "parallel", "batch", "report"),
     "export": ("export",),
+    "probe": ("probe",),
 }
 KIND_INPUTS = {"finetune": ("model",), "prune": ("model",), "distill": ("student", "teacher")}
 KIND_OUTPUTS = {
@@ -397,6 +411,7 @@ KIND_OUTPUTS = {
     "prune": ("model",),
     "distill": ("model", "log_dir"),
     "report": ("plot", "summary_md", "summary_json"),
+    "probe": ("report",),
 }
 OPTIONAL_SECTIONS = ("student_shape", "runtime")
 
@@ -427,6 +442,7 @@ class StageConfig:
     export: Optional[dict] = None
     student_shape: Optional[dict] = None
     runtime: Optional[dict] = None        # {"stall_timeout_s": ...}: how the job watches itself
+    probe: Optional[dict] = None          # kind probe: {"role": "gpu"|"cpu", "job_dir": ..., ...}
     path: Optional[Path] = field(default=None, compare=False)
 
     @property
@@ -526,6 +542,10 @@ def validate(raw: Mapping[str, Any]) -> None:
         for name, path in raw["export"]["students"].items():
             _check_absolute(path, f"export.students.{name}")
         _require(raw["outputs"], tuple(raw["export"]["students"]), "outputs (one HF dir per exported student)")
+    if kind == PROBE_KIND:
+        if raw["probe"]["role"] not in ("gpu", "cpu"):
+            raise ConfigError(f"probe.role must be gpu or cpu, got {raw['probe']['role']!r}")
+        _check_absolute(raw["probe"]["job_dir"], "probe.job_dir")
 
 
 def write_stage_config(path: str | Path, config: StageConfig, mode: int = 0o600) -> None:

@@ -14,12 +14,14 @@ import json
 import os
 import stat
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from jobs.contract import write_text_atomic
+
 from .errors import UserError
+from .registry import private_dir
 
 FILE_NAME = "calibration.json"
 LOCK_NAME = "calibration.lock"
@@ -159,8 +161,7 @@ def record_stage(profile_key: str, shape_key: str, layout_key: str, startup_s: f
         raise ValueError(f"startup_s must be a number of seconds ≥ 0, got {startup_s!r}")
     if step_s is not None and _number(step_s) is None:
         raise ValueError(f"step_s must be None or a number of seconds ≥ 0, got {step_s!r}")
-    directory = home()
-    _ensure_private_dir(directory)
+    directory = private_dir(home(), "MINITRON_HOME", create=True, key="MINITRON_HOME")
     path = os.path.join(directory, FILE_NAME)
     lock_fd = os.open(os.path.join(directory, LOCK_NAME),
                       os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -179,47 +180,9 @@ def record_stage(profile_key: str, shape_key: str, layout_key: str, startup_s: f
         records[key] = runs  # re-inserted last: the oldest keys are the first dropped
         while len(records) > MAX_KEYS:
             records.pop(next(iter(records)))
-        _atomic_write(path, json.dumps({"version": VERSION, "records": records}, indent=1))
+        write_text_atomic(path, json.dumps({"version": VERSION, "records": records}, indent=1), 0o600)
     finally:
         os.close(lock_fd)
     return True
 
 
-def _ensure_private_dir(directory: str) -> None:
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        info = os.lstat(directory)
-    except OSError as exc:
-        raise UserError(f"cannot create {directory}: {exc.strerror}", key="MINITRON_HOME") from None
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise UserError(f"{directory} is not a directory (a symlink is not followed)", key="MINITRON_HOME")
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise UserError(f"{directory} is not owned by you or is writable by others; "
-                        f"fix with: chmod go-w {directory}", key="MINITRON_HOME")
-
-
-def _atomic_write(path: str, text: str) -> None:
-    """Temp file in the same directory (mkstemp: O_EXCL, 0600), fsync, rename over, fsync the directory."""
-    directory = os.path.dirname(path)
-    if os.path.islink(path):
-        raise UserError(f"{path} is a symlink; remove it (calibration data is never written through a link)",
-                        key="MINITRON_HOME")
-    fd, temp = tempfile.mkstemp(prefix=".calibration-", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

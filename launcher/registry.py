@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional
 
-from jobs.contract import RunLayout
+from jobs.contract import RunLayout, write_text_atomic
 
 from . import bundled
 from .errors import RunBusy, UserError
@@ -84,24 +84,8 @@ def read_small_file(path: str, limit: int = MAX_RECORD_BYTES) -> str:
     return data.decode("utf-8")
 
 
-def atomic_write(path: str, text: str, mode: int = FILE_MODE) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: str, data: Any) -> None:
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", FILE_MODE)
 
 
 # ------------------------------------------------------------------------------------ the run record
@@ -324,7 +308,8 @@ def index_dir() -> str:
 def index_run(run: Run) -> None:
     """Remember the run in the user's index (a small JSON file, not a link), so `status`/`runs` find it
     whatever profile made it."""
-    atomic_write(os.path.join(index_dir(), f"{run.id}.json"), json.dumps({"run_id": run.id, "dir": run.dir}) + "\n")
+    write_text_atomic(os.path.join(index_dir(), f"{run.id}.json"),
+                      json.dumps({"run_id": run.id, "dir": run.dir}) + "\n", FILE_MODE)
 
 
 @dataclass
