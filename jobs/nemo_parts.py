@@ -43,6 +43,71 @@ NON_TE_OFF = ("apply_rope_fusion", "masked_softmax_fusion", "bias_activation_fus
               "persist_layer_norm", "gradient_accumulation_fusion", "cross_entropy_loss_fusion")
 
 
+# Underscore-private functions of NeMo (and one ModelOpt class) the jobs call because no public API does the
+# same; they may move or vanish in any release. Each is fetched through `private()`, which names the version the
+# jobs were tested with. (module, name, distribution, tested version)
+TESTED_NEMO = "2.7.3"
+TESTED_MODELOPT = "0.37.0"
+PRIVATE_NEMO = (
+    ("nemo.collections.llm.inference.base", "_setup_trainer_and_restore_model", "nemo_toolkit", TESTED_NEMO),
+    ("nemo.collections.llm.modelopt.model_utils", "_set_gpt_mamba_modelopt_spec", "nemo_toolkit", TESTED_NEMO),
+    ("modelopt.torch.nas.modules.norm", "_DynamicLayerNorm", "nvidia-modelopt", TESTED_MODELOPT),
+)
+
+
+def _installed(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def private(module: str, name: str) -> Any:
+    """`module.name` from the PRIVATE_NEMO list, or a RuntimeError that says which release the jobs need,
+    instead of an ImportError/AttributeError deep inside a stage after its checkpoint has loaded."""
+    import importlib
+
+    dist, tested = next((d, v) for m, n, d, v in PRIVATE_NEMO if (m, n) == (module, name))
+    where = f"{dist} {_installed(dist)}"
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError as exc:
+        raise RuntimeError(f"cannot import {module} (for its private {name}) from {where}: {exc}; the stage jobs "
+                           f"were tested with {dist}=={tested}") from exc
+    if found is None:
+        raise RuntimeError(f"{module}.{name} is missing from {where}: the stage jobs call this private function and "
+                           f"were tested with {dist}=={tested}; use a container with that release (see docs/jobs.md)")
+    return found
+
+
+TESTED_MCORE = "0.15.3"
+
+
+def check_optimizer_api() -> None:
+    """NeMo's optimizer setup (`nemo.lightning._strategy_lib.setup_megatron_optimizer`, 2.7.0 and 2.7.3 alike) calls
+    megatron-core's `get_megatron_optimizer(..., no_weight_decay_cond=...)`, a keyword PyPI's megatron-core 0.16.0
+    and 0.16.1 no longer take. Checked before training, so that pairing fails at once with the versions to use
+    instead of a TypeError once the model is built. Skipped when NeMo's source cannot be read."""
+    import inspect
+
+    from megatron.core import optimizer as mcore_optimizer
+    from nemo.lightning import _strategy_lib
+
+    try:
+        calls = "no_weight_decay_cond=" in inspect.getsource(_strategy_lib.setup_megatron_optimizer)
+    except (AttributeError, OSError, TypeError):
+        return
+    params = inspect.signature(mcore_optimizer.get_megatron_optimizer).parameters
+    if calls and "no_weight_decay_cond" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise RuntimeError(
+            f"nemo_toolkit {_installed('nemo_toolkit')} calls get_megatron_optimizer(no_weight_decay_cond=...), which "
+            f"megatron-core {_installed('megatron-core')} does not accept; the stage jobs were tested with "
+            f"nemo_toolkit=={TESTED_NEMO} and megatron-core=={TESTED_MCORE} (PyPI's 0.16.x fails this way with NeMo "
+            f"2.7.0 and 2.7.3; see docs/jobs.md)")
+
+
 def accelerator() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
@@ -97,12 +162,12 @@ def register_torch_rmsnorm() -> None:
     Same pattern as ModelOpt's own layer-norm dynamic module: the last normalized dimension is the
     traced `num_features` hparam, and `weight`/`normalized_shape` follow it (RMSNorm has no bias).
     """
-    from modelopt.torch.nas.modules.norm import _DynamicLayerNorm
     from modelopt.torch.nas.registry import DMRegistry
     from modelopt.torch.nas.traced_hp import TracedHp
 
     if torch.nn.RMSNorm in DMRegistry:
         return
+    _DynamicLayerNorm = private("modelopt.torch.nas.modules.norm", "_DynamicLayerNorm")
 
     @DMRegistry.register({torch.nn.RMSNorm: "torch.nn.RMSNorm"})
     class _DynamicRMSNorm(_DynamicLayerNorm):
@@ -340,6 +405,7 @@ class TrainingPlan:
 def run_training(plan: TrainingPlan, cfg: StageConfig) -> None:
     """`llm.train` on the plan, then outputs.model -> final checkpoint. A SIGUSR1 save ends in NeMo's
     PreemptionCallback calling sys.exit(0) after the checkpoint is written; that becomes exit 85."""
+    check_optimizer_api()
     try:
         llm.train(plan.model, plan.data, plan.trainer, log=plan.log, resume=plan.resume, optim=plan.optim,
                   tokenizer=plan.tokenizer)

@@ -5,7 +5,9 @@ This is `llm.prune` step by step, because `llm.prune` always builds ModelOpt's T
 with Transformer Engine we set that same spec (NeMo's `_set_gpt_mamba_modelopt_spec`), without it
 the model keeps megatron-core's local spec and torch's RMSNorm is registered with ModelOpt. The
 restore (`_setup_trainer_and_restore_model`), the calibration forward loop over training data
-(`num_train_samples`, GBS = MBS as `llm.prune` requires) and the save are NeMo's own.
+(`num_train_samples`, GBS = MBS as `llm.prune` requires) and the save are NeMo's own. Both private
+functions are fetched through `nemo_parts.private` before anything is built, so a NeMo release without
+them fails at once with the version the jobs were tested with.
 """
 
 from __future__ import annotations
@@ -42,9 +44,7 @@ def build(cfg: common.StageConfig) -> Plan:
     precision = nemo_parts.default_precision()
     model = nemo_parts.load_model(cfg.inputs["model"], seq_length=common.seq_length(cfg), sequence_parallel=False)
     if common.te_available():
-        from nemo.collections.llm.modelopt.model_utils import _set_gpt_mamba_modelopt_spec
-
-        _set_gpt_mamba_modelopt_spec(model.config)
+        nemo_parts.private("nemo.collections.llm.modelopt.model_utils", "_set_gpt_mamba_modelopt_spec")(model.config)
     else:
         nemo_parts.register_torch_rmsnorm()
     del model.optim  # inference only, as NeMo's loader does: no optimizer or DDP setup
@@ -61,14 +61,28 @@ def build(cfg: common.StageConfig) -> Plan:
                 pruning_config=pruning_config(cfg.prune))
 
 
+def check_private_functions(te: bool) -> dict:
+    """NeMo's private functions this stage calls, fetched before any model is built: a NeMo release without
+    them fails here with the version the jobs were tested with (nemo_parts.private)."""
+    from jobs import nemo_parts
+
+    found = {"restore": nemo_parts.private("nemo.collections.llm.inference.base", "_setup_trainer_and_restore_model")}
+    if te:
+        found["modelopt_spec"] = nemo_parts.private("nemo.collections.llm.modelopt.model_utils",
+                                                    "_set_gpt_mamba_modelopt_spec")
+    else:
+        found["dynamic_norm"] = nemo_parts.private("modelopt.torch.nas.modules.norm", "_DynamicLayerNorm")
+    return found
+
+
 def run(cfg: common.StageConfig) -> None:
-    from nemo.collections.llm.inference.base import _setup_trainer_and_restore_model
     from nemo.collections.llm.modelopt import prune_language_model, save_pruned_model
 
     from jobs import nemo_parts
 
+    restore = check_private_functions(common.te_available())["restore"]
     plan = build(cfg)
-    _setup_trainer_and_restore_model(cfg.inputs["model"], plan.trainer, plan.model)
+    restore(cfg.inputs["model"], plan.trainer, plan.model)
     plan.trainer.strategy.restore_config = None  # weights are in; calibration must not reload them
     cfg.stage_dir.mkdir(parents=True, exist_ok=True)
     # NeMo's calibration loop (llm.validate without a logger) writes ./nemo_experiments: keep it in the stage dir.

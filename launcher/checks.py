@@ -34,10 +34,15 @@ def common_checks(profile: ClusterProfile) -> list[Check]:
     return checks
 
 
+def gather_checks(profile: ClusterProfile) -> list[Check]:
+    """Every check of `minitron check` (the common ones, then the executor's), without printing."""
+    return common_checks(profile) + executor_for(profile.executor).checks(profile)
+
+
 def run_checks(profile_arg: str | None) -> int:
     from .views import checks_table
 
     profile = load_profile(profile_arg)
-    checks = common_checks(profile) + executor_for(profile.executor).checks(profile)
+    checks = gather_checks(profile)
     checks_table(profile.source, checks)
     return ExitCode.CHECK_FAILED if any(c.result == "FAIL" for c in checks) else ExitCode.OK

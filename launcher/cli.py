@@ -33,6 +33,16 @@ def _interval(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 1 <= value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 604800 seconds, got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with ExitCode.USAGE and a one-line, escaped message."""
 
@@ -55,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="render the run and submit the stage graph")
     _add_inputs(p)
     p.add_argument("--dry-run", action="store_true", help="write the run directory and scripts, submit nothing")
+    p.add_argument("--smoke", action="store_true",
+                   help="the bundled tiny recipe on this profile, every stage on one node, short limits: "
+                        "is the cluster ready for the real recipe?")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("status", help="where is my run? one row per stage")
@@ -81,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="check a profile against the cluster")
     p.add_argument("--profile", "-p", metavar="FILE|NAME")
+    p.add_argument("--probe", action="store_true",
+                   help="also run one short job per image and partition that reports what the container offers")
+    p.add_argument("--timeout", type=_timeout, default=600.0, metavar="SECONDS",
+                   help="how long --probe waits for its jobs (default 600)")
+    p.add_argument("--json", action="store_true", help="the checks and the probe's whole report as JSON")
 
     p = sub.add_parser("report", help="show a run's validation-loss report")
     p.add_argument("run")

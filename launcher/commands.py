@@ -38,7 +38,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .submission import submit_run
     from .views import submission_table
 
-    inputs = load_inputs(args.profile, args.recipe, args.overrides)
+    recipe, overrides = args.recipe, args.overrides
+    if getattr(args, "smoke", False):
+        if recipe:
+            raise UserError("--smoke runs the bundled tiny recipe: leave out --recipe (use --set to change it)",
+                            key="--recipe")
+        from .probe import smoke_inputs
+        recipe, overrides = smoke_inputs(args.overrides)
+    inputs = load_inputs(args.profile, recipe, overrides)
     plan = make_plan(inputs.profile, inputs.recipe)
     if not args.dry_run:
         preflight(inputs.profile, plan)
@@ -201,6 +208,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if getattr(args, "probe", False) or getattr(args, "json", False):
+        from .probe import run_check
+        return run_check(args.profile, args.probe, args.timeout, args.json)
     from .checks import run_checks
 
     return run_checks(args.profile)

@@ -4,7 +4,8 @@ Rules (from the tutorial and Megatron): world = nodes × GPUs = TP·PP·CP·DP; 
 and divides the heads and query groups; PP divides the layers; GBS is a multiple of MBS·DP. The
 smallest TP, then PP, whose memory estimate fits is chosen; the recipe's micro-batch is the largest
 tried. Pruning runs at TP=1 with PP over one node's GPUs; the report evaluates every model on one node
-(TP=1, data-parallel); data prep is CPU-only.
+(TP=1, data-parallel); data prep is CPU-only. A recipe with `layout: tutorial` takes the NeMo 2
+tutorial's own layouts instead (`TUTORIAL_*` below), or is refused where they cannot run.
 
 Time: each stage costs a startup (container, interpreter, NeMo import, checkpoint load) plus its
 steps, each step its FLOPs at the GPU's achievable rate plus a fixed per-step cost that dominates
@@ -234,6 +235,15 @@ class _Search:
     dps: tuple[int, ...] = ()
 
 
+# `layout: tutorial`: the NeMo 2 tutorial's own layouts (tutorials/llm/llama/pruning-distillation:
+# 02_teacher_finetuning, 03_pruning, 04_distillation), on one node of 8 GPUs whatever the profile's node
+# count: fine-tune and both distillations TP=8 PP=1 CP=1 with sequence parallelism (DP=1, so GBS 128 at
+# MBS 4 is 32 accumulation steps); depth and width pruning alike TP=1 PP=8 (the notebook's common settings).
+TUTORIAL_GPUS = 8
+TUTORIAL_TRAIN = {"tp": 8, "pp": 1, "cp": 1, "nodes": 1, "gpus_per_node": TUTORIAL_GPUS, "sequence_parallel": True}
+TUTORIAL_PRUNE_PP = 8
+
+
 class Planner:
     def __init__(self, profile: ClusterProfile, recipe: Recipe):
         from .executors import executor_class
@@ -356,6 +366,8 @@ class Planner:
 
     def _plan_training(self, sp: StagePlan, st: Any) -> None:
         key = f"stages.{sp.kind}"
+        if self.recipe.layout == "tutorial":
+            return self._plan_tutorial_training(sp, st)
         recipe, profile = self.recipe, self.profile
         gpn = self._need_gpus(key)
         if st.gpus_per_node:
@@ -398,6 +410,54 @@ class Planner:
         raise self.recipe.error(key, f"no layout fits in {self.gpu_gib:g} GiB GPUs ({_gib(self.usable)} GiB usable): "
                                 f"smallest estimate {_gib(full.best_miss[0])} GiB at {full.best_miss[1]} on "
                                 f"{full.world} GPUs; add nodes, shorten seq_length, or set recompute: full")
+
+    def _tutorial_gpus(self, key: str) -> None:
+        """`layout: tutorial` needs nodes of exactly the tutorial's 8 GPUs (TP=8 and PP=8 fill one)."""
+        gpn = self._need_gpus(key)
+        if gpn != TUTORIAL_GPUS:
+            raise self.recipe.error("layout", f"the tutorial's layout runs the {key.split('.')[1]} stage on one "
+                                    f"node of {TUTORIAL_GPUS} GPUs, but the profile has gpus_per_node={gpn}; "
+                                    f"use layout: planned")
+
+    def _tutorial_conflicts(self, st: Any, key: str, fixed: dict[str, Any]) -> None:
+        """A stage setting that contradicts the tutorial's layout is refused, not silently overridden."""
+        for name, value in fixed.items():
+            given = getattr(st, name)
+            if given is not None and given != value:
+                raise self.recipe.error(f"{key}.{name}", f"{name}={_show(given)} conflicts with layout: tutorial "
+                                        f"({name}={value} there); drop it or use layout: planned")
+
+    def _plan_tutorial_training(self, sp: StagePlan, st: Any) -> None:
+        """The tutorial's TP=8 PP=1 SP layout on one node, at the recipe's micro-batch (the tutorial's 4);
+        refused where it cannot run as planned: heads or groups not divisible by 8, or over the memory."""
+        key = f"stages.{sp.kind}"
+        self._tutorial_gpus(key)
+        self._tutorial_conflicts(st, key, TUTORIAL_TRAIN)
+        t = TUTORIAL_TRAIN
+        teacher = teacher_shape(self.recipe)
+        shapes = [student_shape(self.recipe, sp.pruning), teacher] if sp.kind == "distill" else [teacher]
+        for shape in shapes:
+            if shape.num_attention_heads % t["tp"] or shape.num_query_groups % t["tp"]:
+                raise self.recipe.error("layout", f"the tutorial's layout needs TP={t['tp']}, which does not divide "
+                                        f"the attention heads ({shape.num_attention_heads}) and query groups "
+                                        f"({shape.num_query_groups}) of the {sp.name} stage; use layout: planned")
+        seq = st.seq_length or self.recipe.data.seq_length
+        world = t["nodes"] * t["gpus_per_node"]
+        dp = world // (t["tp"] * t["pp"] * t["cp"])
+        gbs, lr = self._scaled_batch(st, world, key)
+        mbs = st.micro_batch_size
+        if gbs % (mbs * dp):
+            raise self.recipe.error(f"{key}.global_batch_size", f"global_batch_size={gbs} is not divisible by "
+                                    f"micro_batch_size×DP = {mbs}×{dp} of layout: tutorial")
+        lay = mm.Layout(t["tp"], t["pp"], t["cp"], dp, mbs, seq, gbs // (mbs * dp), t["sequence_parallel"],
+                        self.profile.attention, st.recompute)
+        est = mm.training_memory(shapes[0], lay, teacher if sp.kind == "distill" else None)
+        label = f"tutorial layout TP={t['tp']} PP={t['pp']} SP MBS={mbs}"
+        if est.total > self.usable:
+            raise self.recipe.error("layout", f"the tutorial's layout needs an estimated {_gib(est.total)} GiB per "
+                                    f"GPU for the {sp.name} stage at TP={t['tp']} PP={t['pp']} MBS={mbs}, more than "
+                                    f"{_gib(self.usable)} usable of the {self.gpu_gib:g} GiB card; use layout: planned")
+        self._fill_training(sp, st, t["nodes"], t["gpus_per_node"], lay, gbs, lr, est, [], label)
 
     def _search(self, sp: StagePlan, st: Any, nodes: int, gpn: int, shapes: list[mm.Shape], tps: list[int],
                 seq: int, key: str) -> _Search:
@@ -587,7 +647,15 @@ class Planner:
         gpn = self._need_gpus(key)
         shape = teacher_shape(self.recipe)
         seq = st.seq_length or self.recipe.data.seq_length
-        if st.pp:
+        tutorial = self.recipe.layout == "tutorial"
+        if tutorial:
+            self._tutorial_gpus(key)
+            self._tutorial_conflicts(st, key, {"pp": TUTORIAL_PRUNE_PP})
+            if shape.num_layers % TUTORIAL_PRUNE_PP:
+                raise self.recipe.error("layout", f"the tutorial's layout prunes at PP={TUTORIAL_PRUNE_PP}, which "
+                                        f"does not divide the {shape.num_layers} layers; use layout: planned")
+            pp = TUTORIAL_PRUNE_PP
+        elif st.pp:
             if st.pp > gpn:
                 raise self.recipe.error(f"{key}.pp", f"pp={st.pp} exceeds gpus_per_node={gpn} (pruning runs on one node)")
             if shape.num_layers % st.pp:
@@ -597,8 +665,9 @@ class Planner:
             pp = max(d for d in _divisors(shape.num_layers) if d <= gpn)
         est = mm.inference_memory(shape, pp, st.micro_batch_size, seq, self.profile.attention)
         if est.total > self.usable:
-            raise self.recipe.error(key, f"pruning needs {_gib(est.total)} GiB per GPU at PP={pp} (TP=1), more than "
-                            f"{_gib(self.usable)} usable of {self.gpu_gib:g}")
+            raise self.recipe.error("layout" if tutorial else key, f"pruning needs {_gib(est.total)} GiB per GPU at "
+                                    f"PP={pp} (TP=1), more than {_gib(self.usable)} usable of {self.gpu_gib:g}"
+                                    + ("; use layout: planned" if tutorial else ""))
         spec = self.recipe.pruning[sp.pruning]
         calibrates = spec.drop_layers is None
         sp.nodes, sp.gpus_per_node, sp.tp, sp.pp = 1, pp, 1, pp
@@ -616,7 +685,7 @@ class Planner:
         sp.est_hours = (sp.est_startup_s + sp.steps * sp.est_step_s) / 3600
         what = "drop layers " + _ranges(spec.drop_layers) if not calibrates else ", ".join(
             f"{k.removeprefix('target_')}={v}" for k, v in spec.targets().items())
-        sp.why = (f"TP=1 PP={pp}: pruning needs TP=1; {what}"
+        sp.why = (("tutorial layout " if tutorial else "") + f"TP=1 PP={pp}: pruning needs TP=1; {what}"
                   + (f"; {st.num_train_samples} calibration samples at batch {st.micro_batch_size}" if calibrates
                      else "; no calibration"))
 

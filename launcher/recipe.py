@@ -187,6 +187,9 @@ class Recipe:
     students: list[str] = field(max_items=16)
     description: str = field("", max_len=4096, multiline=True, doc="free text; the only multi-line value")
     scaling: ScalingSpec = field(ScalingSpec())
+    layout: Literal["planned", "tutorial"] = field(
+        "planned", doc="planned: the planner's smallest fitting layout; tutorial: the NeMo 2 tutorial's "
+        "(fine-tune and distill TP=8 PP=1 SP, pruning TP=1 PP=8, one node of 8 GPUs)")
     stages: dict[str, Any] = field({})
     after: dict[str, list[str]] = field({}, doc="extra ordering: stage → stages it must wait for")
     source: str = ""

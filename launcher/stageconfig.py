@@ -109,3 +109,16 @@ def build_stage_config(run_id: str, paths: RunLayout, recipe: Recipe, plan: Plan
         config["export"] = {"students": {name: paths.model_path(f"distill_{name}") for name in recipe.students}}
         config["outputs"] = {name: os.path.join(work, name) for name in recipe.students}
     return StageConfig.from_json(config)
+
+
+def build_probe_config(run_id: str, paths: RunLayout, sp: StagePlan, role: str, job_dir: str,
+                       settings: dict[str, Any]) -> StageConfig:
+    """The config of a `probe` stage (`minitron check --probe`, jobs/probe.py): where to write the report,
+    which role it plays (gpu: the GPU partition; cpu: the CPU partition) and what the launcher expects."""
+    return StageConfig.from_json({
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "run_dir": paths.run_dir, "stage": sp.name,
+        "kind": sp.kind, "markers_dir": paths.markers, "work_dir": paths.work, "inputs": {},
+        "outputs": {"report": os.path.join(paths.stage_work(sp.name), "probe.json")},
+        "probe": {"role": role, "job_dir": job_dir, "partition": sp.partition, "image": sp.container,
+                  "gpus_per_node": sp.gpus_per_node, **settings},
+    })

@@ -62,6 +62,7 @@ class RunReport:
     stages: list[StageStatus]
     notes: list[str] = field(default_factory=list)
     totals: dict[str, Optional[float]] = field(default_factory=dict)  # plan vs actual for the whole run
+    verdict: Optional[str] = None      # a smoke run's last word: is the cluster ready for the real recipe?
 
     @property
     def state(self) -> RunState:
@@ -192,8 +193,9 @@ def run_report(run: Run, record: RunRecord, result: QueryResult, now: Optional[f
     finished = [read_markers(run.layout, s.name).finished_at for s in ends]
     if overall == RunState.DONE and starts and all(finished):
         totals["wall_s"] = round(max(finished) - min(starts), 1)
+    from .probe import smoke_verdict
     return RunReport(run_id=run.id, run_dir=run.dir, overall=overall.value, stages=stages, notes=list(result.notes),
-                     totals=totals)
+                     totals=totals, verdict=smoke_verdict(plan.get("recipe"), overall.value, stages))
 
 
 def measured_times(run: Run, planned: dict[str, Any], name: str) -> Optional[tuple[float, Optional[float]]]:

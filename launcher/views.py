@@ -152,6 +152,8 @@ def status_table(report: Any) -> None:
                 out.print(f"    {text(line)}")
     for note in report.notes:
         out.print(f"[dim]{text(note)}[/]")
+    if getattr(report, "verdict", None):
+        out.print(f"[{'green' if report.overall == 'DONE' else 'red'}]{text(report.verdict)}[/]", soft_wrap=True)
 
 
 def timing_table(report: Any) -> None:

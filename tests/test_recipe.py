@@ -75,3 +75,10 @@ def test_nemo_checkpoint_source_skips_import():
     recipe = load_recipe(None, ["model.source=nemo:/ckpt/llama"])
     names = [n.name for n in stage_graph(recipe)]
     assert "import" not in names
+
+
+def test_finetune_uses_the_tutorials_adam_beta2_and_distillation_keeps_095():
+    recipe = load_recipe()  # finetune_recipe's optimizer has β2 0.98; distillation_recipe's the helper's 0.95
+    assert recipe.settings("finetune").adam_beta2 == 0.98
+    assert recipe.settings("distill").adam_beta2 == 0.95
+    assert recipe.layout == "planned" and load_recipe(None, ["layout=tutorial"]).layout == "tutorial"
