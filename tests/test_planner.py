@@ -288,6 +288,20 @@ def test_memory_model_matches_the_measured_peaks():
             assert abs(estimate - peak) <= peak * tolerance / 100, (title, mbs, estimate, peak)
 
 
+def test_fused_attention_memory_matches_the_peaks_measured_with_transformer_engine():
+    """The container's path (TE, fused attention): rows of RESULTS.md's planner_gpu_te section."""
+    text = open(RESULTS, encoding="utf-8").read()
+    section = text[text.index("<!-- BEGIN planner_gpu_te -->"):text.index("<!-- END planner_gpu_te -->")]
+    gbs = int(re.search(r"GBS (\d+)", section).group(1))
+    tolerance = int(re.search(r"within ±(\d+)% of the measured peak", section).group(1))
+    rows = re.findall(r"^\| (\S+) \| (\d+) \| (\d+) \| [\d.]+ \| \d+% \| ([\d.]+) \|", section, re.M)
+    assert len(rows) == 4, rows
+    for shape, seq, mbs, peak in rows:
+        lay = mm.Layout(1, 1, 1, 1, int(mbs), int(seq), gbs // int(mbs), False, "fused")
+        estimate = mm.training_memory(MEASURED_SHAPES[shape], lay).total / mm.GIB
+        assert abs(estimate - float(peak)) <= float(peak) * tolerance / 100, (shape, seq, mbs, estimate, peak)
+
+
 # -- any node count --------------------------------------------------------------------------------
 @pytest.mark.parametrize("nodes, gpus, expected", [(3, 4, 2), (5, 8, 4), (6, 8, 4), (7, 4, 4)])
 def test_gpus_that_do_not_divide_the_batch_plan_on_fewer_nodes(nodes, gpus, expected):
