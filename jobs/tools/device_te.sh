@@ -23,12 +23,24 @@
 # on the device (NVTE_CUDA_ARCHS=90, ~90 s); `te-and-wait` = te + submit te + wait. Where one call can carry
 # everything (a machine with network or shared storage), `all` does base, te, both submits and wait.
 # Exit: 0 both runs DONE, 1 a run failed or a step broke, 3 still running at the deadline (call `wait` again).
+#
+# The HF round trip (issue 13 item 8) is the same sequence with ROUNDTRIP=1 in front of every call: `base`
+# first saves a random Llama with `transformers` (python -m jobs.tools.hf_roundtrip make: its own BPE, the
+# jobs/tools/hf-roundtrip.yaml shape) at $HF_DIR and as the offline hub cache of hf://$HF_REPO under $HF_HOME;
+# the runs use jobs/tools/hf-roundtrip.yaml: TE imports hf://$HF_REPO (NeMo's llm.import_ckpt), non-TE the
+# directory (megatron-core's local spec). Each submit also starts a checker in its own session that waits for
+# its run and then runs `hf_roundtrip check` (NeMo forward vs transformers for the import, the other source
+# form imported in-process, and every exported student) into $WORK/MODE/roundtrip.json; `wait` waits for the
+# checkers too and collects roundtrip.json/roundtrip.log into $OUT/MODE.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CODE=/tmp/mt-code               # the code both runs use (copied once: later calls may carry another tree)
 CARRY=/tmp/minitron-carry       # carried TE files, kept across calls
 SITE=/tmp/site OVERLAY=/tmp/overlay TE_SITE=/tmp/te-site
 WORK=/tmp/mt-runs
+ROUNDTRIP=${ROUNDTRIP:-0}
+HF_DIR=/tmp/mt-hf/tiny-llama HF_REPO=minitron-test/tiny-llama
+export HF_HOME=/tmp/mt-hf-home
 OUT=${OUT:-/tmp/mt-out}
 mkdir -p "$OUT" "$CARRY" "$WORK"
 LOG=$OUT/device.log
@@ -55,6 +67,11 @@ base() {  # NeMo set + overlay, code copy, then the TE-hidden run starts at once
     pip_target "$OVERLAY" "$REPO"/.whl/overlay/*.whl || return 1
     say "NeMo set installed ($(ls "$REPO"/.whl/*.whl | wc -l) wheels + overlay); code at $CODE"
     nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader >> "$LOG"
+    if [ "$ROUNDTRIP" = 1 ]; then
+        (cd "$CODE" && PYTHONPATH=$(pythonpath nonte) python3 -m jobs.tools.hf_roundtrip make "$HF_DIR" \
+            --hf-home "$HF_HOME" --repo-id "$HF_REPO") >> "$LOG" 2>&1 || { say "hf_roundtrip make failed"; return 1; }
+        say "HF model saved: $HF_DIR and hf://$HF_REPO (HF_HOME=$HF_HOME)"
+    fi
     submit nonte
 }
 
@@ -98,10 +115,38 @@ submit() {  # $1 = te | nonte: the tiny recipe with the device profile (own job_
     if [ "$have_te" != "$([ "$mode" = te ] && echo True || echo False)" ]; then
         say "submit $mode: TE importability is not what this run needs"; return 1
     fi
+    local recipe=(-r tiny)
+    if [ "$ROUNDTRIP" = 1 ]; then
+        recipe=(-r "$CODE/jobs/tools/hf-roundtrip.yaml")
+        [ "$mode" = nonte ] && recipe+=(--set "model.source=$HF_DIR" --set "model.tokenizer=$HF_DIR")
+    fi
     (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home CUDA_VISIBLE_DEVICES=0 \
-        python3 -m launcher.cli submit -p "$dir/profile.yaml" -r tiny --set stages.export.enabled=true --json \
+        python3 -m launcher.cli submit -p "$dir/profile.yaml" "${recipe[@]}" --set stages.export.enabled=true --json \
         > "$dir/submit.json" 2>> "$LOG") || { say "submit $mode failed"; cat "$dir/submit.json" >> "$LOG"; return 1; }
-    say "submitted $mode: $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")"
+    say "submitted $mode (${recipe[*]}): $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")"
+    if [ "$ROUNDTRIP" = 1 ]; then
+        rm -f "$dir/roundtrip.done"
+        ROUNDTRIP=1 setsid nohup "$CODE/jobs/tools/device_te.sh" rt-check "$mode" > "$dir/roundtrip.log" 2>&1 < /dev/null &
+        say "round-trip checker for $mode started (pid $!)"
+    fi
+}
+
+rt_check() {  # $1 = mode, in its own session: wait for the run, then NeMo-vs-transformers logits
+    local mode=$1 dir=$WORK/$1 rc run_dir other
+    while :; do
+        (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home \
+            python3 -m launcher.cli status --json > "$dir/rt-status.json" 2>/dev/null); rc=$?
+        [ "$rc" = 3 ] || break
+        sleep 5
+    done
+    run_dir=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")
+    other=$([ "$mode" = te ] && echo "$HF_DIR" || echo "hf://$HF_REPO")
+    echo "[$(date +%T)] run ended (status exit $rc); check starts (other source: $other)"
+    local t0=$SECONDS
+    (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") CUDA_VISIBLE_DEVICES=0 python3 -m jobs.tools.hf_roundtrip check \
+        "$run_dir" --hf "$HF_DIR" --other-source "$other" --out "$dir/roundtrip.json"); rc=$?
+    echo "[$(date +%T)] check exit $rc in $((SECONDS - t0)) s"
+    echo "$rc" > "$dir/roundtrip.done"
 }
 
 status() {  # $1 = mode; writes status.json/status.txt under $WORK/mode; returns the CLI's exit code (3 = running)
@@ -156,7 +201,16 @@ for log in sorted((run / "logs").glob("*")):
 EOF
     tar -czf "$OUT/$mode/run.tgz" -C "$run_dir" --exclude='*.distcp' --exclude='*.pt' --exclude='*.bin' \
         --exclude='*.idx' --exclude='checkpoints' --exclude='*.safetensors' . 2>> "$LOG"
+    for f in roundtrip.json roundtrip.log; do [ -f "$dir/$f" ] && cp "$dir/$f" "$OUT/$mode/$f"; done
     say "collected $mode: $(du -sh "$OUT/$mode/run.tgz" | cut -f1)"
+}
+
+checkers_done() {  # every submitted run's round-trip checker has written its exit code
+    local m
+    for m in te nonte; do
+        [ -f "$WORK/$m/submit.json" ] && [ ! -f "$WORK/$m/roundtrip.done" ] && return 1
+    done
+    return 0
 }
 
 wait_runs() {  # poll both runs until neither is running or $1 seconds passed; collect
@@ -164,7 +218,7 @@ wait_runs() {  # poll both runs until neither is running or $1 seconds passed; c
     while :; do
         status te; te_rc=$?
         status nonte; nonte_rc=$?
-        if [ "$te_rc" != 3 ] && [ "$nonte_rc" != 3 ]; then break; fi
+        if [ "$te_rc" != 3 ] && [ "$nonte_rc" != 3 ] && { [ "$ROUNDTRIP" != 1 ] || checkers_done; }; then break; fi
         if [ "$SECONDS" -ge "$deadline" ]; then break; fi
         sleep 10
     done
@@ -172,6 +226,7 @@ wait_runs() {  # poll both runs until neither is running or $1 seconds passed; c
     collect te; collect nonte
     for m in te nonte; do [ -f "$OUT/$m/status.txt" ] && sed -n '1,14p' "$OUT/$m/status.txt"; done
     if [ "$te_rc" = 3 ] || [ "$nonte_rc" = 3 ]; then return 3; fi
+    if [ "$ROUNDTRIP" = 1 ] && ! checkers_done; then return 3; fi
     [ "$te_rc" = 0 ] && [ "$nonte_rc" = 0 ]
 }
 
@@ -182,7 +237,8 @@ case "$cmd" in
     te) te ;;
     submit) submit "$1" ;;
     wait) wait_runs "${1:-540}" ;;
+    rt-check) rt_check "$1" ;;
     te-and-wait) { te && submit te; } || say "TE path not started"; wait_runs "${1:-480}" ;;
     all) stash "$REPO"/.whl-te/py "$REPO"/.whl-te/parts && base && { te && submit te; }; wait_runs "${1:-3600}" ;;
-    *) echo "usage: $0 stash PATH... | base | te | submit te|nonte | wait [S] | te-and-wait [S] | all [S]" >&2; exit 2 ;;
+    *) echo "usage: $0 stash PATH... | base | te | submit te|nonte | wait [S] | te-and-wait [S] | all [S] | rt-check te|nonte  (ROUNDTRIP=1: the HF round trip)" >&2; exit 2 ;;
 esac
