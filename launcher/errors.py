@@ -30,9 +30,14 @@ class ExitCode(enum.IntEnum):
 
 
 MAX_MESSAGE_CHARS = 400
-# Values that look like credentials: Hugging Face, GitHub, Slack, AWS, NGC/OpenAI-style keys, bearer tokens.
-_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{16,}|xox[abpr]-[A-Za-z0-9-]{10,}|"
-                           r"AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{16,}|nvapi-[A-Za-z0-9_-]{16,})")
+# Known credential shapes: Hugging Face, GitHub, GitLab, Slack, OpenAI-style, AWS, NGC keys, JWTs. The
+# loaders refuse them in any file (launcher/yamlfile.py) and every message redacts them.
+TOKEN_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|glpat-[\w-]{20,}"
+                         r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}|nvapi-[\w-]{20,}|eyJ[\w-]{20,}\.")
+# Broader, for deciding what a message may quote: also 40-hex keys (W&B; a git hash is hidden too) and
+# long mixed-case runs with digits (generic API keys).
+SECRET_VALUE = re.compile(TOKEN_VALUE.pattern + r"|\b[0-9a-f]{40}\b|(?=[A-Za-z0-9_\-+]*\d)(?=[A-Za-z0-9_\-+]*[a-z])"
+                          r"(?=[A-Za-z0-9_\-+]*[A-Z])[A-Za-z0-9_\-+]{32,}")
 _SECRET_ASSIGNMENT = re.compile(r"((?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL)[A-Z0-9_]*\s*[=:]\s*)"
                                 r"(['\"]?)[^\s'\",}\]]+", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -46,7 +51,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
 
 def redact(text: str) -> str:
     """Replace anything that looks like a credential with `<redacted>`."""
-    text = _SECRET_VALUE.sub("<redacted>", text)
+    text = SECRET_VALUE.sub("<redacted>", text)
     return _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
 
 

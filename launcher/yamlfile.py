@@ -18,7 +18,7 @@ from yaml.composer import Composer
 from yaml.events import AliasEvent
 from yaml.resolver import Resolver
 
-from .errors import UserError
+from .errors import SECRET_VALUE, TOKEN_VALUE, UserError
 
 try:  # libyaml's event parser: ~10x faster than PyYAML's, so the node budget is spent quickly
     from yaml.cyaml import CParser as _EventParser
@@ -48,12 +48,6 @@ RAW_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a
 _CONTROL_NAMES = {0: "NUL", 7: "BEL", 8: "BS", 9: "TAB", 10: "newline", 11: "VT (\\v)", 12: "FF (\\f)",
                   13: "CR (\\r)", 27: "ESC", 127: "DEL", 0x85: "NEL", 0x2028: "LINE SEPARATOR",
                   0x2029: "PARAGRAPH SEPARATOR"}
-# Known token shapes (refused wherever a file would hold one), and, for messages only, also 40-hex
-# keys (W&B; a git hash is hidden too) and long mixed-case runs with digits (generic API keys).
-TOKEN_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|glpat-[\w-]{20,}"
-                         r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}|nvapi-[\w-]{20,}|eyJ[\w-]{20,}\.")
-SECRET_VALUE = re.compile(TOKEN_VALUE.pattern + r"|\b[0-9a-f]{40}\b|(?=[A-Za-z0-9_\-+]*\d)(?=[A-Za-z0-9_\-+]*[a-z])"
-                          r"(?=[A-Za-z0-9_\-+]*[A-Z])[A-Za-z0-9_\-+]{32,}")
 _LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
 _INT_TAG, _FLOAT_TAG, _MERGE_TAG = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
                                     "tag:yaml.org,2002:merge")

@@ -196,3 +196,23 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_only_on_request(sandb
     debug = subprocess.run([sys.executable, "-c", code, REPO], capture_output=True, text=True, timeout=60,
                            env={**os.environ, "MINITRON_DEBUG": "1"})
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_runs_lists_every_run_when_slurm_does_not_answer(sandbox):
+    """Slurm down (every client a failing tripwire): `runs` still lists each run, settled ones by their
+    markers, live ones as UNKNOWN with Slurm's message, and exits 0."""
+    from launcher.registry import open_run
+
+    rendered = sandbox.dry_run(sandbox.env)
+    queued = sandbox.dry_run(sandbox.env)
+    run = open_run(queued["run_dir"])
+    record = run.load_record()
+    for index, stage in enumerate(record.stages.values()):
+        stage.job_id = str(500 + index)
+    run.save_record(record)
+    proc = run_cli("runs", "--json", env=sandbox.env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["run_id"]: row for row in json.loads(proc.stdout)}
+    assert rows[rendered["run_id"]]["state"] == "RENDERED"
+    assert rows[queued["run_id"]]["state"] == "UNKNOWN" and "Slurm is not answering" in rows[queued["run_id"]]["error"]
+    assert any(call.startswith("squeue ") for call in sandbox.tripwire_calls())
