@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,10 +215,16 @@ def _holder(data: Any, path: str) -> str | None:
 
 
 def load_yaml_file(path: str) -> Located:
-    """Read at most MAX_FILE_BYTES (a 50 MB file is refused without reading it), then load it."""
+    """Read at most MAX_FILE_BYTES (a 50 MB file is refused without reading it), then load it. Only a
+    regular file is read: a FIFO or a device would block or never end (opened non-blocking to find out)."""
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise UserError("not a regular file (a FIFO, device or directory cannot be a profile or recipe)",
+                                file=path)
+            size = info.st_size
             data = handle.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
             size = max(size, len(data))
     except OSError as exc:

@@ -216,3 +216,12 @@ def test_runs_lists_every_run_when_slurm_does_not_answer(sandbox):
     assert rows[rendered["run_id"]]["state"] == "RENDERED"
     assert rows[queued["run_id"]]["state"] == "UNKNOWN" and "Slurm is not answering" in rows[queued["run_id"]]["error"]
     assert any(call.startswith("squeue ") for call in sandbox.tripwire_calls())
+
+
+def test_a_fifo_or_a_device_as_a_profile_is_refused_without_blocking(sandbox):
+    fifo = sandbox.root / "profile.fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero", str(sandbox.root)):
+        proc = run_cli("plan", "--profile", path, env=sandbox.env, timeout=20)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (path, proc.stderr)
+        assert proc.stderr.count("\n") == 1, proc.stderr
