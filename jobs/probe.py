@@ -63,6 +63,7 @@ FUNCTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("nemo.collections.llm", "validate", ("report",)),
     ("nemo.collections.llm", "LlamaModel", ("import",)),
     ("nemo.collections.llm", "LlamaConfig", ("import",)),
+    ("nemo.collections.llm", "Llama32Config1B", ("import",)),
     ("nemo.collections.llm", "GPTModel", ("finetune", "prune", "distill", "report")),
     ("nemo.collections.llm", "GPTConfig", ("import",)),
     ("nemo.collections.llm", "PreTrainingDataModule", ("finetune", "prune", "distill", "report")),

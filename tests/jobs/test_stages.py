@@ -20,7 +20,8 @@ from jobs.tools import tiny
 
 pytestmark = pytest.mark.nemo
 
-PROGRESS = re.compile(r"^MINITRON_PROGRESS step=(\d+) total=(\d+)(?: train_loss=(\S+))?(?: val_loss=(\S+))?$", re.M)
+PROGRESS = re.compile(r"^MINITRON_PROGRESS step=(\d+) total=(\d+)(?: train_loss=(\S+))?(?: val_loss=(\S+))? time=\S+$",
+                      re.M)
 CPU_STAGES = ("data", "import", "finetune", "prune_width", "distill_width", "report", "export")
 
 
