@@ -219,9 +219,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from jobs.contract import ConfigError, read_stage_config
+    from jobs.contract import ConfigError, read_bounded, read_stage_config
 
-    from .registry import read_small_file, resolve_run
+    from .registry import MAX_RECORD_BYTES, resolve_run
 
     run = resolve_run(args.run)
     try:
@@ -229,8 +229,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UserError(f"run {run.id} has no readable report stage config: {exc}", key="RUN") from None
     try:
-        summary = json.loads(read_small_file(outputs["summary_json"]))
-        markdown = read_small_file(outputs["summary_md"])
+        summary = json.loads(read_bounded(outputs["summary_json"], MAX_RECORD_BYTES))
+        markdown = read_bounded(outputs["summary_md"], MAX_RECORD_BYTES)
     except (OSError, ValueError):
         raise UserError(f"run {run.id} has no report yet (the report stage writes {outputs['summary_json']})",
                         key="RUN") from None

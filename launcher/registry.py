@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional
 
-from jobs.contract import RunLayout, write_text_atomic
+from jobs.contract import RunLayout, read_bounded, write_text_atomic
 
 from . import bundled
 from .errors import RunBusy, UserError
@@ -68,20 +68,6 @@ def private_dir(path: str, what: str, *, create: bool, key: str | None = None, s
         raise UserError(f"cannot read {what} {path}: {exc.strerror}", file=source, key=key) from None
     _refuse_untrusted(path, st, what, key, source)
     return path
-
-
-def read_small_file(path: str, limit: int = MAX_RECORD_BYTES) -> str:
-    """A regular file's text, never through a symlink; OSError/ValueError if it is anything else."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        data = os.read(fd, limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise ValueError(f"{path} is larger than {limit} bytes")
-    return data.decode("utf-8")
 
 
 def write_json(path: str, data: Any) -> None:
@@ -140,7 +126,7 @@ class Run:
 
     def load_record(self) -> RunRecord:
         try:
-            return RunRecord.from_json(json.loads(read_small_file(self.layout.state)))
+            return RunRecord.from_json(json.loads(read_bounded(self.layout.state, MAX_RECORD_BYTES)))
         except FileNotFoundError:
             raise UserError(f"{self.dir} is not a minitron run (no state.json)", key="RUN") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -151,7 +137,7 @@ class Run:
 
     def load_plan(self) -> dict[str, Any]:
         try:
-            return json.loads(read_small_file(self.layout.plan))
+            return json.loads(read_bounded(self.layout.plan, MAX_RECORD_BYTES))
         except (OSError, ValueError) as exc:
             raise UserError(f"run {self.id} is unreadable: {self.layout.plan}: {exc}", key="RUN") from None
 
@@ -341,7 +327,7 @@ def indexed_runs() -> list[IndexEntry]:
             continue
         run_id = name[:-5]
         try:
-            data = json.loads(read_small_file(os.path.join(index, name), 64 * 1024))
+            data = json.loads(read_bounded(os.path.join(index, name), 64 * 1024))
             run_dir = data["dir"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             entries.append(IndexEntry(run_id, "?", error=f"index entry unreadable: {exc}"))

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
-from jobs.contract import Progress, parse_progress, read_markers
+from jobs.contract import Markers, Progress, parse_progress, read_markers
 
 from .executors import executor_for
 from .executors.base import JobRef, QueryResult
@@ -107,9 +107,8 @@ def _stall_after(planned: dict[str, Any], progress: Progress) -> Optional[float]
 
 
 def stage_status(run: Run, name: str, planned: dict[str, Any], job_id: Optional[str], cancelled: bool,
-                 result: QueryResult, now: float) -> StageStatus:
+                 result: QueryResult, now: float, markers: Markers) -> StageStatus:
     job = result.jobs.get(job_id) if job_id else None
-    markers = read_markers(run.layout, name)
     log = run.layout.stage_log(name, job_id) if job_id else None
     lines = read_tail(log) if log else []
     progress = parse_progress(lines)
@@ -178,19 +177,19 @@ def query_runs(runs: Iterable[tuple[Run, RunRecord]]) -> dict[str, QueryResult]:
 
 def run_report(run: Run, record: RunRecord, result: QueryResult, now: Optional[float] = None) -> RunReport:
     now = time.time() if now is None else now
-    planned = {s["name"]: s for s in run.load_plan()["stages"]}
-    stages = [stage_status(run, name, planned.get(name, {}), st.job_id, st.cancelled, result, now)
+    plan = run.load_plan()
+    planned = {s["name"]: s for s in plan["stages"]}
+    markers = {name: read_markers(run.layout, name) for name in record.stages}
+    stages = [stage_status(run, name, planned.get(name, {}), st.job_id, st.cancelled, result, now, markers[name])
               for name, st in record.stages.items()]
     overall = decide_run([StageState(s.state) for s in stages], record.submit_failed)
-    plan = run.load_plan()
     ended = [s for s in stages if s.gpu_hours is not None]
-    starts = [m.started.time for m in (read_markers(run.layout, s.name) for s in stages) if m.started]
-    ends = [s for s in stages if s.state == StageState.DONE.value]
+    starts = [m.started.time for m in markers.values() if m.started]
     totals = {"est_wall_s": round(plan["est_hours"] * 3600, 1) if plan.get("est_hours") is not None else None,
               "est_gpu_hours": plan.get("est_gpu_hours"),
               "gpu_hours": round(sum(s.gpu_hours for s in ended), 4) if ended else None,
               "wall_s": None}
-    finished = [read_markers(run.layout, s.name).finished_at for s in ends]
+    finished = [markers[s.name].finished_at for s in stages if s.state == StageState.DONE.value]
     if overall == RunState.DONE and starts and all(finished):
         totals["wall_s"] = round(max(finished) - min(starts), 1)
     from .probe import smoke_verdict
