@@ -205,17 +205,14 @@ def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
     if role == "gpu" and "torch" not in unusable:
         te_error = broken("transformer-engine")
         if te_error:
-            hf = expect.get("hf_model")
-            import_note = f"; the default recipe's import of {hf} needs it" if hf else ""
             if expect.get("attention", "fused") == "fused":
-                fail(f"Transformer Engine is not importable ({te_error}): the profile plans fused attention, and "
-                     f"HF import (hf:// or a local HF dir) needs TE{import_note}",
-                     f"run in {CONTAINER}, or set attention: unfused in the profile and start from model.source: "
-                     f"random or nemo:PATH")
+                fail(f"Transformer Engine is not importable ({te_error}): the profile plans fused attention, which "
+                     f"needs TE", f"run in {CONTAINER}, or set attention: unfused in the profile (megatron-core's "
+                     f"local spec, slower)")
             else:
                 warn(f"Transformer Engine is not importable ({te_error}): the stages run megatron-core's local spec "
-                     f"(unfused attention), and HF import (hf:// or a local HF dir) fails{import_note}",
-                     f"run in {CONTAINER}, or start from model.source: random or nemo:PATH")
+                     f"(unfused attention, slower than the container's TE path)",
+                     f"run in {CONTAINER} for the tutorial's speed")
         elif broken("transformer-engine.pytorch"):
             fail(f"transformer_engine imports but transformer_engine.pytorch does not "
                  f"({broken('transformer-engine.pytorch')}): the jobs would take the TE path and fail",

@@ -2,26 +2,31 @@
 # The tiny recipe through `minitron submit` on the GPU device (one H200, no network, Python 3.12 with the
 # image's torch 2.11 + CUDA 13), twice at once: with Transformer Engine importable (the container's path: TE
 # layer specs, ModelOpt's spec for pruning) and with TE hidden (megatron-core's local spec). Each run has its
-# own MINITRON_HOME, job_dir and master port; both share GPU 0. Results land in $OUT (8 files at most):
-#   $OUT/{te,nonte}/status.json  `minitron status --json`
-#   $OUT/{te,nonte}/status.txt   the human status table, then per stage the pruned shapes and val losses
-#   $OUT/{te,nonte}/run.tgz      logs, markers, plan, stage configs, report of the run
+# own MINITRON_HOME, job_dir and master port; both share GPU 0. Results land in $OUT (5 files: a call brings
+# back 8 at most):
+#   $OUT/{te,nonte}/summary.txt  the human status table, per stage the pruned shapes and val losses, key log
+#                                lines, the container probe's problems and the HF round trip's rows
+#   $OUT/{te,nonte}/files.tgz    status.json, probe.json (`minitron check --probe --json`), roundtrip.json/.log,
+#                                and run.tgz: the run's logs, markers, plan, stage configs (no weights)
 #   $OUT/device.log              install, TE build and polling log
 #
 # Fetch first, here: jobs/tools/fetch_device_wheels.sh (.whl/, .whl-te/py/, .whl-te/parts/ = the TE core wheel
 # in 3 parts: one call carries at most 64 MiB). Then back-to-back device calls (the machine is given back
 # 30 s after a call; /tmp and processes started in their own session survive between calls), each from the
 # repo root (or a snapshot of it) with the named paths carried:
-#   1. carry .whl .whl-te/py      : jobs/tools/device_te.sh stash .whl-te/py && jobs/tools/device_te.sh base
+#   1. carry .whl .whl-te/py      : jobs/tools/device_te.sh stash .whl-te/py && jobs/tools/device_te.sh base &&
+#                                   /tmp/mt-code/jobs/tools/device_te.sh probe nonte
 #   2. carry .whl-te/parts/*-00   : /tmp/mt-code/jobs/tools/device_te.sh stash .whl-te/parts
 #   3. carry .whl-te/parts/*-01   : /tmp/mt-code/jobs/tools/device_te.sh stash .whl-te/parts
 #   4. carry .whl-te/parts/*-02   : /tmp/mt-code/jobs/tools/device_te.sh stash .whl-te/parts &&
 #                                   /tmp/mt-code/jobs/tools/device_te.sh te-and-wait 480
 #   5. (if 4 ended with exit 3)   : /tmp/mt-code/jobs/tools/device_te.sh wait 540
 # `base` installs the NeMo set, copies the code to /tmp/mt-code and submits the TE-hidden run at once, so it
-# runs while the parts travel; `te` joins the parts (sha256 checked), installs TE and builds its torch extension
-# on the device (NVTE_CUDA_ARCHS=90, ~90 s); `te-and-wait` = te + submit te + wait. Where one call can carry
-# everything (a machine with network or shared storage), `all` does base, te, both submits and wait.
+# runs while the parts travel; `probe MODE` runs `minitron check --probe` on the same profile (the local
+# executor: one probe job on the device's own Python); `te` joins the parts (sha256 checked), installs TE and
+# builds its torch extension on the device (NVTE_CUDA_ARCHS=90, ~90 s); `te-and-wait` = te + submit te + probe
+# te + wait. Where one call can carry everything (a machine with network or shared storage), `all` does base,
+# te, both submits, both probes and wait.
 # Exit: 0 both runs DONE, 1 a run failed or a step broke, 3 still running at the deadline (call `wait` again).
 #
 # The HF round trip (issue 13 item 8) is the same sequence with ROUNDTRIP=1 in front of every call: `base`
@@ -102,13 +107,27 @@ te.Linear(64, 64, params_dtype=torch.bfloat16)(x).sum().backward()
 print('TE', transformer_engine.__version__, 'importable: te.Linear fwd/bwd ran, TE layer spec built')" 2>&1 | tail -1 | tee -a "$LOG"
 }
 
-submit() {  # $1 = te | nonte: the tiny recipe with the device profile (own job_dir, home, master port)
+write_profile() {  # $1 = te | nonte: the device profile with its own job_dir, master port and attention
     local mode=$1 dir=$WORK/$1 port
     port=$([ "$mode" = te ] && echo 29500 || echo 29610)
     mkdir -p "$dir"
     sed -e "s|^job_dir:.*|job_dir: $dir/runs|" -e "/^master_port:/d" -e "/^attention:/d" \
         "$CODE"/cluster_profiles/device-h200.yaml > "$dir/profile.yaml"
     printf 'master_port: %s\nattention: %s\n' "$port" "$([ "$mode" = te ] && echo fused || echo unfused)" >> "$dir/profile.yaml"
+}
+
+probe() {  # $1 = te | nonte: `minitron check --probe --json` through the local executor, as a user would
+    local mode=$1 dir=$WORK/$1 rc
+    [ -f "$dir/profile.yaml" ] || write_profile "$mode"
+    (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home CUDA_VISIBLE_DEVICES=0 \
+        python3 -m launcher.cli check --probe -p "$dir/profile.yaml" --timeout 300 --json > "$dir/probe.json" \
+        2> "$dir/probe.log"); rc=$?
+    say "probe $mode: exit $rc; $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(len(d.get('problems', [])), 'problem(s):', '; '.join(p['severity'] + ' ' + p['what'][:90] for p in d.get('problems', [])))" "$dir/probe.json" 2>&1)"
+}
+
+submit() {  # $1 = te | nonte: the tiny recipe with the device profile (own job_dir, home, master port)
+    local mode=$1 dir=$WORK/$1
+    write_profile "$mode"
     local have_te
     have_te=$(cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") python3 -c "from jobs.common import te_available as t; print(t())")
     say "submit $mode (te_available=$have_te)"
@@ -143,7 +162,8 @@ rt_check() {  # $1 = mode, in its own session: wait for the run, then NeMo-vs-tr
     other=$([ "$mode" = te ] && echo "$HF_DIR" || echo "hf://$HF_REPO")
     echo "[$(date +%T)] run ended (status exit $rc); check starts (other source: $other)"
     local t0=$SECONDS
-    (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") CUDA_VISIBLE_DEVICES=0 python3 -m jobs.tools.hf_roundtrip check \
+    # bounded: a hang (none seen, but the TE import never ran to the end here before) must not eat the budget
+    (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") CUDA_VISIBLE_DEVICES=0 timeout 420 python3 -m jobs.tools.hf_roundtrip check \
         "$run_dir" --hf "$HF_DIR" --other-source "$other" --out "$dir/roundtrip.json"); rc=$?
     echo "[$(date +%T)] check exit $rc in $((SECONDS - t0)) s"
     echo "$rc" > "$dir/roundtrip.done"
@@ -158,16 +178,18 @@ status() {  # $1 = mode; writes status.json/status.txt under $WORK/mode; returns
     return "$rc"
 }
 
-collect() {  # $1 = mode: status table, shapes, losses and logs into $OUT/mode
-    local mode=$1 dir=$WORK/$1 run_dir
-    [ -f "$dir/submit.json" ] || return 0
-    mkdir -p "$OUT/$mode"
-    status "$mode"
-    run_dir=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")
-    cp "$dir/status.json" "$OUT/$mode/status.json"
-    (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home COLUMNS=200 \
-        python3 -m launcher.cli status > "$OUT/$mode/status.txt" 2>&1)
-    python3 - "$run_dir" >> "$OUT/$mode/status.txt" 2>&1 <<'EOF'
+collect() {  # $1 = mode: summary.txt (status table, shapes, losses, probe, round trip) and files.tgz into $OUT/mode
+    local mode=$1 dir=$WORK/$1 run_dir sum
+    [ -f "$dir/submit.json" ] || [ -f "$dir/probe.json" ] || return 0
+    mkdir -p "$OUT/$mode" "$dir/pack"
+    sum=$OUT/$mode/summary.txt
+    : > "$sum"
+    if [ -f "$dir/submit.json" ]; then
+        status "$mode"
+        run_dir=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")
+        (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home COLUMNS=200 \
+            python3 -m launcher.cli status > "$sum" 2>&1)
+        python3 - "$run_dir" >> "$sum" 2>&1 <<'EOF'
 import json, pathlib, re, sys
 run = pathlib.Path(sys.argv[1])
 print("\n== saved models (context/model.yaml of each stage's outputs.model)")
@@ -199,10 +221,35 @@ for log in sorted((run / "logs").glob("*")):
         for line in hits[:12]:
             print(f"{log.name}: {line}")
 EOF
-    tar -czf "$OUT/$mode/run.tgz" -C "$run_dir" --exclude='*.distcp' --exclude='*.pt' --exclude='*.bin' \
-        --exclude='*.idx' --exclude='checkpoints' --exclude='*.safetensors' . 2>> "$LOG"
-    for f in roundtrip.json roundtrip.log; do [ -f "$dir/$f" ] && cp "$dir/$f" "$OUT/$mode/$f"; done
-    say "collected $mode: $(du -sh "$OUT/$mode/run.tgz" | cut -f1)"
+        tar -czf "$dir/pack/run.tgz" -C "$run_dir" --exclude='*.distcp' --exclude='*.pt' --exclude='*.bin' \
+            --exclude='*.idx' --exclude='checkpoints' --exclude='*.safetensors' . 2>> "$LOG"
+    fi
+    if [ -f "$dir/probe.json" ]; then
+        python3 - "$dir/probe.json" >> "$sum" 2>&1 <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("\n== minitron check --probe (ok=%s)" % d.get("ok"))
+for probe in (d.get("probes") or {}).values():
+    if probe:
+        print(json.dumps({k: v for k, v in probe.items() if k != "functions"}, indent=1)[:4000])
+for p in d.get("problems", []):
+    print(f"{p['severity']} {p['probe']}: {p['what']} -> {p['fix']}")
+EOF
+    fi
+    if [ -f "$dir/roundtrip.json" ]; then
+        python3 - "$dir/roundtrip.json" >> "$sum" 2>&1 <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("\n== HF round trip (te_available=%s)" % d.get("te_available"))
+for r in d["rows"]:
+    print(f"{r['max_abs_diff']:.3g} max abs, {r['mean_abs_diff']:.3g} mean, argmax {r['argmax_agreement']:.1%}: {r['what']}")
+EOF
+    fi
+    for f in status.json probe.json probe.log roundtrip.json roundtrip.log submit.json; do
+        [ -f "$dir/$f" ] && cp "$dir/$f" "$dir/pack/$f"
+    done
+    tar -czf "$OUT/$mode/files.tgz" -C "$dir/pack" . 2>> "$LOG"
+    say "collected $mode: $(du -sh "$OUT/$mode/files.tgz" | cut -f1)"
 }
 
 checkers_done() {  # every submitted run's round-trip checker has written its exit code
@@ -224,7 +271,7 @@ wait_runs() {  # poll both runs until neither is running or $1 seconds passed; c
     done
     say "status exit codes: te=$te_rc nonte=$nonte_rc (0 DONE, 3 running, 9 not submitted)"
     collect te; collect nonte
-    for m in te nonte; do [ -f "$OUT/$m/status.txt" ] && sed -n '1,14p' "$OUT/$m/status.txt"; done
+    for m in te nonte; do [ -f "$OUT/$m/summary.txt" ] && sed -n '1,14p' "$OUT/$m/summary.txt"; done
     if [ "$te_rc" = 3 ] || [ "$nonte_rc" = 3 ]; then return 3; fi
     if [ "$ROUNDTRIP" = 1 ] && ! checkers_done; then return 3; fi
     [ "$te_rc" = 0 ] && [ "$nonte_rc" = 0 ]
@@ -236,9 +283,11 @@ case "$cmd" in
     base) base ;;
     te) te ;;
     submit) submit "$1" ;;
+    probe) probe "$1" ;;
     wait) wait_runs "${1:-540}" ;;
     rt-check) rt_check "$1" ;;
-    te-and-wait) { te && submit te; } || say "TE path not started"; wait_runs "${1:-480}" ;;
-    all) stash "$REPO"/.whl-te/py "$REPO"/.whl-te/parts && base && { te && submit te; }; wait_runs "${1:-3600}" ;;
-    *) echo "usage: $0 stash PATH... | base | te | submit te|nonte | wait [S] | te-and-wait [S] | all [S] | rt-check te|nonte  (ROUNDTRIP=1: the HF round trip)" >&2; exit 2 ;;
+    te-and-wait) { te && submit te && probe te; } || say "TE path not started"; wait_runs "${1:-480}" ;;
+    all) stash "$REPO"/.whl-te/py "$REPO"/.whl-te/parts && base && probe nonte && { te && submit te && probe te; }
+         wait_runs "${1:-3600}" ;;
+    *) echo "usage: $0 stash PATH... | base | te | submit te|nonte | probe te|nonte | wait [S] | te-and-wait [S] | all [S] | rt-check te|nonte  (ROUNDTRIP=1: the HF round trip)" >&2; exit 2 ;;
 esac

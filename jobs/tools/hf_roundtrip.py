@@ -10,8 +10,9 @@ student loaded back by `transformers`, its logits compared with NeMo's forward o
     python -m jobs.tools.hf_roundtrip check RUN_DIR --hf DIR [--other-source SRC] [--out JSON]
         in one process, NeMo's forward (the checkpoint loaded as the export stage loads it, cast to fp32) vs
         `transformers` (fp32) on the same tokens (4 x 128 validation tokens): the run's imported teacher vs
-        DIR; with --other-source, a second import of SRC (the other form: hf:// or directory) vs DIR; each
-        exported student (stages/export.json) vs its HF directory. Prints and writes the max abs differences.
+        DIR; each exported student (stages/export.json) vs its HF directory; with --other-source, last, a
+        second import of SRC (the other form: hf:// or directory) vs DIR. Prints each row and rewrites --out
+        after each.
 
 Which spec NeMo uses follows `jobs.common.te_available()` as in the stages.
 """
@@ -153,20 +154,23 @@ def check(run_dir: str, hf_dir: str, other_source: str | None = None, out: str |
         texts = data.pydoc_topics_splits()["validation"]
     batch = tokens(hf_dir, texts)
     result = {"te_available": te_available(), "run_dir": str(run), "source": imp["model"]["source"], "rows": []}
-    rows = result["rows"]
-    rows.append(compare(f"import of {imp['model']['source']} (the run's import stage) vs the original HF model",
-                        imp["outputs"]["model"], hf_dir, batch))
+
+    def add(row: dict) -> None:  # written after every row: a later comparison that hangs keeps the earlier ones
+        result["rows"].append(row)
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(result, indent=1) + "\n")
+
+    add(compare(f"import of {imp['model']['source']} (the run's import stage) vs the original HF model",
+                imp["outputs"]["model"], hf_dir, batch))
+    if export:
+        for name, ckpt in export["export"]["students"].items():
+            add(compare(f"student {name}: NeMo checkpoint vs its HF export", ckpt, export["outputs"][name], batch))
     if other_source:
         with tempfile.TemporaryDirectory(dir=run / "work") as tmp:
             ckpt = str(Path(tmp, "model"))
             import_ckpt.import_hf_source(other_source, ckpt, str(Path(tmp, "tokenizer")))
-            rows.append(compare(f"import of {other_source} (same process) vs the original HF model", ckpt, hf_dir, batch))
-    if export:
-        for name, ckpt in export["export"]["students"].items():
-            rows.append(compare(f"student {name}: NeMo checkpoint vs its HF export", ckpt, export["outputs"][name], batch))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+            add(compare(f"import of {other_source} (same process) vs the original HF model", ckpt, hf_dir, batch))
     return result
 
 
