@@ -216,8 +216,11 @@ class Probe:
                     gpus["names"].append(props.name)
                     gpus["memory_gib"].append(round(props.total_memory / 2**30, 1))
                 if gpus["torch_device_count"]:
-                    gpus["cudnn"] = torch.backends.cudnn.version()
                     gpus["bf16"] = bool(torch.cuda.is_bf16_supported())
+                    try:  # on its own: a shadowing cuDNN (seen with a carried TE) raises here, the GPUs stay known
+                        gpus["cudnn"] = torch.backends.cudnn.version()
+                    except BaseException as exc:  # noqa: BLE001
+                        gpus["cudnn_error"] = _error(exc)
             except BaseException as exc:  # noqa: BLE001
                 self.report["errors"].append(f"torch.cuda: {_error(exc)}")
         self.step("nvidia-smi")

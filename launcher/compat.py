@@ -201,6 +201,11 @@ def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
                 warn(f"Transformer Engine {te} has not been tested with {_stack_text(versions)}",
                      "run `minitron submit --smoke` before the real recipe")
 
+    if role == "gpu" and gpus.get("cudnn_error"):
+        warn(f"torch cannot use its cuDNN in the job ({gpus['cudnn_error']})",
+             "another cuDNN is loaded first (LD_LIBRARY_PATH, or a library such as Transformer Engine built against "
+             "another cuDNN): make the image's cuDNN the one torch was built with (the NeMo container's is)")
+
     # -- Transformer Engine ----------------------------------------------------------------------
     if role == "gpu" and "torch" not in unusable:
         te_error = broken("transformer-engine")

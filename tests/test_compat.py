@@ -271,3 +271,14 @@ def test_the_probe_job_survives_a_python_without_any_package(tmp_path):
     problems = compat.compare(report, GPU)
     assert problems[0].severity == "FAIL" and problems[0].what.startswith("not importable in the job: torch (")
     assert [p.severity for p in problems] == ["FAIL", "warn"], lines(problems)  # the packages, the token
+
+
+def test_a_shadowing_cudnn_is_named_with_its_fix():
+    """Seen on the GPU device with a carried TE: torch finds another cuDNN than the one it was built with."""
+    report = with_gpus(canned())
+    report["gpus"]["cudnn_error"] = ("RuntimeError: cuDNN version incompatibility: PyTorch was compiled against "
+                                    "(9, 19, 0) but found runtime version (9, 14, 0).")
+    problems = compat.compare(report, GPU)
+    assert [p.severity for p in problems] == ["warn"], lines(problems)
+    assert "cannot use its cuDNN" in problems[0].what and "(9, 14, 0)" in problems[0].what
+    assert "LD_LIBRARY_PATH" in problems[0].fix

@@ -154,7 +154,7 @@ rt_check() {  # $1 = mode, in its own session: wait for the run, then NeMo-vs-tr
     local mode=$1 dir=$WORK/$1 rc run_dir other
     while :; do
         (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home \
-            python3 -m launcher.cli status --json > "$dir/rt-status.json" 2>/dev/null); rc=$?
+            python3 -m launcher.cli status "$(run_id "$mode")" --json > "$dir/rt-status.json" 2>/dev/null); rc=$?
         [ "$rc" = 3 ] || break
         sleep 5
     done
@@ -169,11 +169,15 @@ rt_check() {  # $1 = mode, in its own session: wait for the run, then NeMo-vs-tr
     echo "$rc" > "$dir/roundtrip.done"
 }
 
-status() {  # $1 = mode; writes status.json/status.txt under $WORK/mode; returns the CLI's exit code (3 = running)
-    local dir=$WORK/$1 rc
+run_id() {  # $1 = mode: the pipeline run's id (`status` names it: the probe's runs share the MINITRON_HOME)
+    python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_id'])" "$WORK/$1/submit.json"
+}
+
+status() {  # $1 = mode; writes status.json under $WORK/mode; returns the CLI's exit code (3 = running)
+    local mode=$1 dir=$WORK/$1 rc
     [ -f "$dir/submit.json" ] || return 9
     (cd "$CODE" && PYTHONPATH=$(pythonpath "$1") MINITRON_HOME=$dir/home \
-        python3 -m launcher.cli status --json > "$dir/status.json" 2>> "$LOG"); rc=$?
+        python3 -m launcher.cli status "$(run_id "$mode")" --json > "$dir/status.json" 2>> "$LOG"); rc=$?
     echo "$rc" > "$dir/status.rc"
     return "$rc"
 }
@@ -188,7 +192,7 @@ collect() {  # $1 = mode: summary.txt (status table, shapes, losses, probe, roun
         status "$mode"
         run_dir=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['run_dir'])" "$dir/submit.json")
         (cd "$CODE" && PYTHONPATH=$(pythonpath "$mode") MINITRON_HOME=$dir/home COLUMNS=200 \
-            python3 -m launcher.cli status > "$sum" 2>&1)
+            python3 -m launcher.cli status "$(run_id "$mode")" > "$sum" 2>&1)
         python3 - "$run_dir" >> "$sum" 2>&1 <<'EOF'
 import json, pathlib, re, sys
 run = pathlib.Path(sys.argv[1])
