@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional
 
-from jobs.contract import RunLayout, read_bounded, write_text_atomic
+from jobs.contract import PROBE_KIND, RunLayout, read_bounded, write_text_atomic
 
 from . import bundled
 from .errors import RunBusy, UserError
@@ -340,9 +340,16 @@ def indexed_runs() -> list[IndexEntry]:
     return sorted(entries, key=lambda e: (e.created_at, e.run_id), reverse=True)
 
 
+def is_probe_run(entry: IndexEntry) -> bool:
+    """`minitron check --probe`'s runs: every stage is a probe (probe, probe_gpu, probe_cpu)."""
+    return entry.record is not None and all(name.startswith(PROBE_KIND) for name in entry.record.stages)
+
+
 def resolve_run(arg: str | None, *, default_newest: bool = False) -> Run:
     """A registered run by id, unique id prefix or directory; the newest only where `default_newest`
-    and no RUN was given. An empty RUN (an unset shell variable) is refused, never read as 'newest'."""
+    and no RUN was given, skipping probe runs while a pipeline run exists (a `check --probe` after a
+    submit must not hide the run from a bare `minitron status`). An empty RUN (an unset shell variable)
+    is refused, never read as 'newest'."""
     if arg is None and not default_newest:
         raise UserError("name a run (see `minitron runs`)", key="RUN")
     if arg is not None and not arg.strip():
@@ -352,7 +359,8 @@ def resolve_run(arg: str | None, *, default_newest: bool = False) -> Run:
         readable = [e for e in entries if e.run is not None]
         if not readable:
             raise UserError("no runs yet: submit one with `minitron submit`", key="RUN")
-        return readable[0].run
+        pipelines = [e for e in readable if not is_probe_run(e)]
+        return (pipelines or readable)[0].run
     target = os.path.abspath(arg) if os.sep in arg else None
     exact = [e for e in entries if e.run_id == arg or (target and e.dir == target)]
     matches = exact or [e for e in entries if e.run_id.startswith(arg)]

@@ -60,3 +60,22 @@ def test_the_verdict():
     assert "stage import FAILED: RuntimeError: no TE" in verdict and "NOT ready" in verdict
     verdict = smoke_verdict(SMOKE_NAME, "FAILED", [_stage("data", "TIMEOUT", exit_code=0)])
     assert "stage data TIMEOUT (exit 0)" in verdict
+
+
+def test_a_bare_status_shows_the_pipeline_run_not_a_later_probe(tmp_path, monkeypatch):
+    """`submit`, then `check --probe`, then `minitron status`: the user asks about their run, not the probe."""
+    from launcher.probe import prepare_probe_run, probe_targets
+    from launcher.profile import load_profile
+
+    profile = write_profile(tmp_path / "mine.yaml", nodes=2, gpus_per_node=8, partition="batch")
+    env = {"MINITRON_HOME": str(tmp_path / "home")}
+    monkeypatch.setenv("MINITRON_HOME", env["MINITRON_HOME"])
+    probe_only = prepare_probe_run(load_profile(profile), probe_targets(load_profile(profile)))
+    status = run_cli("status", "--json", env=env)
+    assert json.loads(status.stdout)["run_id"] == probe_only.id, status.stderr  # nothing else to show
+    pipeline = json.loads(run_cli("submit", "--dry-run", "--json", "--profile", profile, env=env).stdout)
+    probe = prepare_probe_run(load_profile(profile), probe_targets(load_profile(profile)))
+    status = run_cli("status", "--json", env=env)
+    assert json.loads(status.stdout)["run_id"] == pipeline["run_id"], status.stderr
+    named = run_cli("status", probe.id, "--json", env=env)
+    assert json.loads(named.stdout)["run_id"] == probe.id  # a probe run is still reachable by its id
