@@ -4,7 +4,7 @@ A finished stage is recorded as its startup seconds (everything that is not a tr
 process start, imports, checkpoint load and save) and its seconds per step. The planner reads the
 records back and prefers them to its model. The file is a cache the launcher alone writes:
 `$MINITRON_HOME/calibration.json`, mode 0600, replaced atomically, never through a symlink.
-Standard library only: the status code calls `record_stage` on the login node.
+Standard library only: the status code calls `record` on the login node.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import stat
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from jobs.contract import write_text_atomic
 
-from .errors import UserError
-from .registry import private_dir
+from .registry import private_dir, read_private_file
 
 FILE_NAME = "calibration.json"
 LOCK_NAME = "calibration.lock"
@@ -89,36 +87,14 @@ def _record_key(profile: str, shape: str, layout: str) -> str:
 
 
 # -- storage --------------------------------------------------------------------------------------
-def _check_owned_file(path: str, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path} is not a regular file; remove it (the launcher recreates it)",
-                        key="MINITRON_HOME")
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise UserError(f"{path} is not owned by you or is writable by others; remove it "
-                        f"(the launcher recreates it with mode 0600)", key="MINITRON_HOME")
-
-
 def _read_raw(path: str) -> dict[str, Any]:
-    """The stored records; a missing file is empty. A symlink or foreign file is refused, a damaged
-    one is ignored (it is a cache: the next record replaces it)."""
+    """The stored records; a missing file is empty. A symlink or foreign file is refused, a damaged or
+    oversized one is ignored (it is a cache: the next record replaces it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+        text = read_private_file(path, MAX_FILE_BYTES, "calibration data", "MINITRON_HOME")
+        data = json.loads(text) if text is not None else None
+    except (OSError, ValueError):
         return {}
-    except OSError as exc:
-        if os.path.islink(path):
-            raise UserError(f"{path} is a symlink; remove it (calibration data is never read through a "
-                            f"link)", key="MINITRON_HOME") from None
-        raise UserError(f"cannot read {path}: {exc.strerror}", key="MINITRON_HOME") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        _check_owned_file(path, info)
-        if info.st_size > MAX_FILE_BYTES:
-            return {}
-        try:
-            data = json.loads(handle.read(MAX_FILE_BYTES + 1))
-        except (ValueError, UnicodeDecodeError):
-            return {}
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("records"), dict):
         return {}
     return data["records"]
@@ -148,41 +124,70 @@ def _number(value: Any) -> Optional[float]:
     return float(value) if 0 <= value < 1e9 else None
 
 
-def record_stage(profile_key: str, shape_key: str, layout_key: str, startup_s: float,
-                 step_s: float | None, steps: int | None, source: str | None = None) -> bool:
-    """Add one finished stage's measurement. startup_s: wall time not spent in training steps (the
-    whole wall time for a stage without steps); step_s: (wall − startup_s) / steps, so validation
-    and checkpoint saves are spread over the steps as they were in the run. `source` names the
-    measurement (run/stage/job): one already recorded is not counted twice. Returns whether it was added."""
-    for name, value in (("profile_key", profile_key), ("shape_key", shape_key), ("layout_key", layout_key)):
-        if not isinstance(value, str) or not value or len(value) > MAX_KEY_CHARS or "|" in value:
-            raise ValueError(f"{name} must be a non-empty string of at most {MAX_KEY_CHARS} characters without '|'")
-    if _number(startup_s) is None:
-        raise ValueError(f"startup_s must be a number of seconds ≥ 0, got {startup_s!r}")
-    if step_s is not None and _number(step_s) is None:
-        raise ValueError(f"step_s must be None or a number of seconds ≥ 0, got {step_s!r}")
+@dataclass(frozen=True)
+class Measurement:
+    """One finished stage's times under its keys. startup_s: wall time not spent in training steps (the
+    whole wall time for a stage without steps); step_s: (wall − startup_s) / steps, so validation and
+    checkpoint saves are spread over the steps as they were in the run. `source` names it (run/stage/job):
+    one already recorded is not counted twice."""
+
+    profile_key: str
+    shape_key: str
+    layout_key: str
+    startup_s: float
+    step_s: Optional[float] = None
+    steps: Optional[int] = None
+    source: Optional[str] = None
+
+    def check(self) -> None:
+        for name in ("profile_key", "shape_key", "layout_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > MAX_KEY_CHARS or "|" in value:
+                raise ValueError(f"{name} must be a non-empty string of at most {MAX_KEY_CHARS} characters "
+                                 f"without '|'")
+        if _number(self.startup_s) is None:
+            raise ValueError(f"startup_s must be a number of seconds ≥ 0, got {self.startup_s!r}")
+        if self.step_s is not None and _number(self.step_s) is None:
+            raise ValueError(f"step_s must be None or a number of seconds ≥ 0, got {self.step_s!r}")
+
+
+def recorded_sources() -> set[str]:
+    """The `source` of every stored measurement: what a finished run need not measure again."""
+    return {r["source"] for runs in _read_raw(calibration_path()).values() if isinstance(runs, list)
+            for r in runs if isinstance(r, dict) and isinstance(r.get("source"), str)}
+
+
+def record(measurements: Sequence[Measurement]) -> int:
+    """Add measurements under one lock, one read and at most one write; returns how many were new."""
+    for m in measurements:
+        m.check()
+    if not measurements:
+        return 0
     directory = private_dir(home(), "MINITRON_HOME", create=True, key="MINITRON_HOME")
     path = os.path.join(directory, FILE_NAME)
     lock_fd = os.open(os.path.join(directory, LOCK_NAME),
                       os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    added = 0
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         records = _read_raw(path)
-        key = _record_key(profile_key, shape_key, layout_key)
-        if source is not None and any(isinstance(r, dict) and r.get("source") == source
-                                      for r in records.get(key, []) if isinstance(records.get(key), list)):
-            return False
-        runs = records.pop(key, [])
-        runs = (runs if isinstance(runs, list) else [])[-(MAX_RUNS_PER_KEY - 1):]
-        runs.append({"startup_s": round(float(startup_s), 3),
-                     "step_s": None if step_s is None else round(float(step_s), 6),
-                     "steps": steps, "at": int(time.time()), "source": source})
-        records[key] = runs  # re-inserted last: the oldest keys are the first dropped
+        for m in measurements:
+            key = _record_key(m.profile_key, m.shape_key, m.layout_key)
+            runs = records.pop(key, [])
+            runs = runs if isinstance(runs, list) else []
+            if m.source is not None and any(isinstance(r, dict) and r.get("source") == m.source for r in runs):
+                records[key] = runs
+                continue
+            runs = runs[-(MAX_RUNS_PER_KEY - 1):]
+            runs.append({"startup_s": round(float(m.startup_s), 3),
+                         "step_s": None if m.step_s is None else round(float(m.step_s), 6),
+                         "steps": m.steps, "at": int(time.time()), "source": m.source})
+            records[key] = runs  # re-inserted last: the oldest keys are the first dropped
+            added += 1
         while len(records) > MAX_KEYS:
             records.pop(next(iter(records)))
-        write_text_atomic(path, json.dumps({"version": VERSION, "records": records}, indent=1), 0o600)
+        if added:
+            write_text_atomic(path, json.dumps({"version": VERSION, "records": records}, indent=1), 0o600)
     finally:
         os.close(lock_fd)
-    return True
-
-
+    return added

@@ -100,7 +100,7 @@ class StagePlan:
     cpus_per_task: Optional[int] = None
     why: str = ""
     # Appended fields (plan.json readers rely on the names above): the time model's parts, and the
-    # keys a finished stage's measurement is recorded under (launcher.calibration.record_stage).
+    # keys a finished stage's measurement is recorded under (launcher.calibration.record).
     est_startup_s: float = 0.0
     est_step_s: Optional[float] = None
     calibrated_runs: int = 0

@@ -51,6 +51,31 @@ def _refuse_untrusted(path: str, st: os.stat_result, what: str, key: str | None,
                         f"fix it with: chmod go-w {path}", file=source, key=key)
 
 
+def refuse_untrusted_file(path: str, st: os.stat_result, what: str, key: str | None) -> None:
+    """A file of the launcher's own: regular, the user's, writable by nobody else (from an lstat)."""
+    if stat.S_ISLNK(st.st_mode):
+        raise UserError(f"{what} {path} is a symlink; minitron never reads its own files through a link "
+                        f"(remove it: the launcher recreates it)", key=key)
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{what} {path} is not a regular file; remove it (the launcher recreates it)", key=key)
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise UserError(f"{what} {path} is not owned by you or is writable by others; remove it "
+                        f"(the launcher recreates it with mode {FILE_MODE:o})", key=key)
+
+
+def read_private_file(path: str, limit: int, what: str, key: str | None) -> Optional[str]:
+    """The text of a file the launcher wrote (None when missing); refused when it is not ours
+    (`refuse_untrusted_file`); OSError when it is over `limit` bytes or was swapped for a link meanwhile."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}", key=key) from None
+    refuse_untrusted_file(path, st, what, key)
+    return read_bounded(path, limit)
+
+
 def private_dir(path: str, what: str, *, create: bool, key: str | None = None, source: str | None = None) -> str:
     """`path` as a directory only this user can write: created 0700 if `create`, else it must exist."""
     try:

@@ -212,21 +212,25 @@ def measured_times(run: Run, planned: dict[str, Any], name: str) -> Optional[tup
     return startup, step_s
 
 
-def record_calibration(run: Run, record: RunRecord, report: RunReport) -> None:
-    """Feed the planner's calibration with the measured times of this run's finished stages (once each)."""
+def record_calibration(run: Run, report: RunReport) -> None:
+    """Feed the planner's calibration with the measured times of this run's finished stages (once each):
+    one read of the store, and markers and logs read only for stages it does not hold yet."""
     from . import calibration
 
     planned = {s["name"]: s for s in run.load_plan()["stages"]}
+    known = calibration.recorded_sources()
+    new = []
     for stage in report.stages:
         plan = planned.get(stage.name, {})
-        keys = calibration.stage_keys(plan) if plan.get("calibration_profile_key") else None
-        measured = measured_times(run, plan, stage.name) if stage.state == StageState.DONE.value and keys else None
-        if measured is None:
+        source = f"{run.id}/{stage.name}/{stage.job_id}"
+        if stage.state != StageState.DONE.value or not plan.get("calibration_profile_key") or source in known:
             continue
-        startup, step_s = measured
-        calibration.record_stage(*keys, startup_s=startup, step_s=step_s,
-                                 steps=plan.get("steps") if step_s else None,
-                                 source=f"{run.id}/{stage.name}/{stage.job_id}")
+        measured = measured_times(run, plan, stage.name)
+        if measured is not None:
+            startup, step_s = measured
+            new.append(calibration.Measurement(*calibration.stage_keys(plan), startup_s=startup, step_s=step_s,
+                                               steps=plan.get("steps") if step_s else None, source=source))
+    calibration.record(new)
 
 
 def report_for(run: Run, record: Optional[RunRecord] = None) -> RunReport:
@@ -236,7 +240,7 @@ def report_for(run: Run, record: Optional[RunRecord] = None) -> RunReport:
     if report.state == RunState.DONE:
         from .errors import UserError
         try:
-            record_calibration(run, record, report)
+            record_calibration(run, report)
         except (UserError, OSError, ValueError) as exc:
             report.notes.append(f"timings not recorded for calibration: {exc}")
     return report

@@ -19,7 +19,8 @@ def tiny_plan():
 
 def record_finetune(startup_s=20.0, step_s=0.01):
     stage = tiny_plan().stage("finetune")
-    calibration.record_stage(*calibration.stage_keys(stage), startup_s=startup_s, step_s=step_s, steps=stage.steps)
+    calibration.record([calibration.Measurement(*calibration.stage_keys(stage), startup_s=startup_s, step_s=step_s,
+                                                steps=stage.steps)])
     return stage
 
 
@@ -51,7 +52,7 @@ def test_file_is_private_and_written_whole(minitron_home):
 
 def test_keeps_the_newest_runs_per_key(minitron_home):
     for i in range(calibration.MAX_RUNS_PER_KEY + 5):
-        calibration.record_stage("p", "s", "l", startup_s=float(i), step_s=None, steps=None)
+        calibration.record([calibration.Measurement("p", "s", "l", startup_s=float(i))])
     [runs] = json.loads((minitron_home / "calibration.json").read_text())["records"].values()
     assert len(runs) == calibration.MAX_RUNS_PER_KEY and runs[-1]["startup_s"] == calibration.MAX_RUNS_PER_KEY + 4
 
@@ -64,7 +65,7 @@ def test_symlinked_file_is_never_followed(minitron_home, tmp_path):
     with pytest.raises(UserError, match="symlink"):
         tiny_plan()
     with pytest.raises(UserError, match="symlink"):
-        calibration.record_stage("p", "s", "l", startup_s=1.0, step_s=None, steps=None)
+        calibration.record([calibration.Measurement("p", "s", "l", startup_s=1.0)])
     assert target.read_text() == "{}"
 
 
@@ -90,5 +91,27 @@ def test_damaged_file_is_ignored_then_replaced(minitron_home):
 def test_bad_measurements_are_rejected(minitron_home, kwargs):
     args = dict(profile_key="p", shape_key="s", layout_key="l", startup_s=1.0, step_s=None, steps=None) | kwargs
     with pytest.raises(ValueError):
-        calibration.record_stage(**args)
+        calibration.record([calibration.Measurement(**args)])
+    assert not (minitron_home / "calibration.json").exists()
+
+
+def test_a_batch_is_one_write_and_a_known_source_is_not_counted_twice(minitron_home):
+    first = [calibration.Measurement("p", "s", f"l{i}", startup_s=float(i), source=f"run/stage{i}/1") for i in range(3)]
+    assert calibration.record(first) == 3
+    assert calibration.recorded_sources() == {"run/stage0/1", "run/stage1/1", "run/stage2/1"}
+    before = os.stat(minitron_home / "calibration.json")
+    assert calibration.record(first) == 0  # nothing new: the file is not rewritten
+    after = os.stat(minitron_home / "calibration.json")
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    again = [*first, calibration.Measurement("p", "s", "l0", startup_s=9.0, source="run/stage0/2")]
+    assert calibration.record(again) == 1
+    [runs] = [r for k, r in json.loads((minitron_home / "calibration.json").read_text())["records"].items()
+              if k.endswith("|l0")]
+    assert [r["startup_s"] for r in runs] == [0.0, 9.0]
+
+
+def test_a_bad_measurement_in_a_batch_records_none(minitron_home):
+    batch = [calibration.Measurement("p", "s", "l", startup_s=1.0), calibration.Measurement("p", "s", "", startup_s=1.0)]
+    with pytest.raises(ValueError):
+        calibration.record(batch)
     assert not (minitron_home / "calibration.json").exists()

@@ -218,6 +218,8 @@ def test_slurmd_killed_under_a_running_stage_then_resume(setup, slurm):
 def test_finished_jobs_purged_from_slurmctld_keep_their_state(setup, ctld_run, slurm, tmp_path):
     cli, *_ = setup
     run_id = ctld_run["run_id"]
+    # The slurmctld test releases the fine-tune; run alone (-k, another order) this test does it itself
+    Path(ctld_run["run_dir"], "hold-finetune").unlink(missing_ok=True)
     code, report = cli.wait(run_id, timeout=180)
     jobs = [s["job_id"] for s in report["stages"]]
     deadline = time.time() + 150  # MinJobAge=30 plus a purge cycle
