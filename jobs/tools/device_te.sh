@@ -66,12 +66,16 @@ stash() {  # copy carried files (dirs or files) into $CARRY, keeping their last 
     done
 }
 
-base() {  # NeMo set + overlay, code copy, then the TE-hidden run starts at once
+base_install() {  # NeMo set + overlay, code copy
     [ "$REPO" = "$CODE" ] || { rm -rf "$CODE" && mkdir -p "$CODE" && cp -r "$REPO"/. "$CODE"/ && rm -rf "$CODE"/.whl "$CODE"/.whl-te; }
     pip_target "$SITE" "$REPO"/.whl/*.whl || return 1
     pip_target "$OVERLAY" "$REPO"/.whl/overlay/*.whl || return 1
     say "NeMo set installed ($(ls "$REPO"/.whl/*.whl | wc -l) wheels + overlay); code at $CODE"
     nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader >> "$LOG"
+}
+
+base() {  # base_install, then the TE-hidden run starts at once
+    base_install || return 1
     if [ "$ROUNDTRIP" = 1 ]; then
         (cd "$CODE" && PYTHONPATH=$(pythonpath nonte) python3 -m jobs.tools.hf_roundtrip make "$HF_DIR" \
             --hf-home "$HF_HOME" --repo-id "$HF_REPO") >> "$LOG" 2>&1 || { say "hf_roundtrip make failed"; return 1; }
@@ -182,6 +186,20 @@ status() {  # $1 = mode; writes status.json under $WORK/mode; returns the CLI's 
     return "$rc"
 }
 
+tf32() {  # the TE import compared with HF, TF32 as the stack sets it, then off (NVIDIA_TF32_OVERRIDE=0)
+    local w=/tmp/mt-tf32 env_value
+    mkdir -p "$w"
+    [ -f "$HF_DIR/config.json" ] || (cd "$CODE" && PYTHONPATH=$(pythonpath te) python3 -m jobs.tools.hf_roundtrip make \
+        "$HF_DIR" --hf-home "$HF_HOME" --repo-id "$HF_REPO") >> "$LOG" 2>&1 || return 1
+    for env_value in default 0; do
+        (cd "$CODE" && export PYTHONPATH=$(pythonpath te) CUDA_VISIBLE_DEVICES=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29733 && \
+         if [ "$env_value" = 0 ]; then export NVIDIA_TF32_OVERRIDE=0; fi && \
+         timeout 300 python3 -m jobs.tools.hf_roundtrip import-compare --hf "$HF_DIR" --source "hf://$HF_REPO" \
+            --work "$w" --out "$OUT/tf32-$env_value.json") > "$w/$env_value.log" 2>&1
+        say "TE import vs HF, NVIDIA_TF32_OVERRIDE=$env_value: exit $?; $(tail -n 3 "$w/$env_value.log" | grep -o '"max_abs_diff": [^,]*' | tail -1)"
+    done
+}
+
 collect() {  # $1 = mode: summary.txt (status table, shapes, losses, probe, round trip) and files.tgz into $OUT/mode
     local mode=$1 dir=$WORK/$1 run_dir sum
     [ -f "$dir/submit.json" ] || [ -f "$dir/probe.json" ] || return 0
@@ -288,10 +306,12 @@ case "$cmd" in
     te) te ;;
     submit) submit "$1" ;;
     probe) probe "$1" ;;
+    install) ROUNDTRIP=0 base_install ;;
+    tf32) tf32 ;;
     wait) wait_runs "${1:-540}" ;;
     rt-check) rt_check "$1" ;;
     te-and-wait) { te && submit te && probe te; } || say "TE path not started"; wait_runs "${1:-480}" ;;
     all) stash "$REPO"/.whl-te/py "$REPO"/.whl-te/parts && base && probe nonte && { te && submit te && probe te; }
          wait_runs "${1:-3600}" ;;
-    *) echo "usage: $0 stash PATH... | base | te | submit te|nonte | probe te|nonte | wait [S] | te-and-wait [S] | all [S] | rt-check te|nonte  (ROUNDTRIP=1: the HF round trip)" >&2; exit 2 ;;
+    *) echo "usage: $0 stash PATH... | install | base | te | tf32 | submit te|nonte | probe te|nonte | wait [S] | te-and-wait [S] | all [S] | rt-check te|nonte  (ROUNDTRIP=1: the HF round trip)" >&2; exit 2 ;;
 esac

@@ -13,6 +13,9 @@ student loaded back by `transformers`, its logits compared with NeMo's forward o
         DIR; each exported student (stages/export.json) vs its HF directory; with --other-source, last, a
         second import of SRC (the other form: hf:// or directory) vs DIR. Prints each row and rewrites --out
         after each.
+    python -m jobs.tools.hf_roundtrip import-compare --hf DIR --source SRC --work W [--out JSON]
+        import SRC into W/model (reused when there) and compare it with DIR: run once with and once without
+        NVIDIA_TF32_OVERRIDE=0 to see TF32's share of the TE path's difference.
 
 Which spec NeMo uses follows `jobs.common.te_available()` as in the stages.
 """
@@ -174,6 +177,27 @@ def check(run_dir: str, hf_dir: str, other_source: str | None = None, out: str |
     return result
 
 
+def import_compare(hf_dir: str, source: str, work: str, out: str | None = None) -> dict:
+    """Import SOURCE into WORK/model (once: an existing checkpoint is reused) and compare its logits with HF_DIR's.
+    Run twice, with and without NVIDIA_TF32_OVERRIDE=0, it shows what TF32 GEMMs contribute on the TE path."""
+    import os
+
+    import nemo.collections.llm  # noqa: F401 - NeMo's import first, as in the stages
+
+    from jobs import data, import_ckpt
+    from jobs.common import te_available
+
+    ckpt = Path(work, "model")
+    if not ckpt.exists():
+        import_ckpt.import_hf_source(source, str(ckpt), str(Path(work, "tokenizer")))
+    batch = tokens(hf_dir, data.pydoc_topics_splits()["validation"])
+    result = {"te_available": te_available(), "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE"),
+              "rows": [compare(f"import of {source} vs the original HF model", str(ckpt), hf_dir, batch)]}
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -186,9 +210,16 @@ def main(argv=None) -> int:
     c.add_argument("--hf", required=True)
     c.add_argument("--other-source")
     c.add_argument("--out")
+    i = sub.add_parser("import-compare")
+    i.add_argument("--hf", required=True)
+    i.add_argument("--source", required=True)
+    i.add_argument("--work", required=True)
+    i.add_argument("--out")
     args = parser.parse_args(argv)
     if args.cmd == "make":
         make(args.dir, args.hf_home, args.repo_id)
+    elif args.cmd == "import-compare":
+        import_compare(args.hf, args.source, args.work, args.out)
     else:
         check(args.run_dir, args.hf, args.other_source, args.out)
     return 0
