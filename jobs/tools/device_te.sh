@@ -26,7 +26,9 @@
 # executor: one probe job on the device's own Python); `te` joins the parts (sha256 checked), installs TE and
 # builds its torch extension on the device (NVTE_CUDA_ARCHS=90, ~90 s); `te-and-wait` = te + submit te + probe
 # te + wait. Where one call can carry everything (a machine with network or shared storage), `all` does base,
-# te, both submits, both probes and wait.
+# te, both submits, both probes and wait. `install` is base without the run; `tf32` (after te) imports
+# hf://$HF_REPO with TE and compares it with HF twice, as the stack sets TF32 and with NVIDIA_TF32_OVERRIDE=0
+# ($OUT/tf32-default.json, $OUT/tf32-0.json).
 # Exit: 0 both runs DONE, 1 a run failed or a step broke, 3 still running at the deadline (call `wait` again).
 #
 # The HF round trip (issue 13 item 8) is the same sequence with ROUNDTRIP=1 in front of every call: `base`
