@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import socket
 import sys
 import threading
@@ -136,11 +137,22 @@ def main(argv: list[str]) -> int:
         if code not in (StageExit.OK, StageExit.CONTINUE):
             message = exc.code if isinstance(exc.code, str) else None
             _record(code, message)
+        if code == StageExit.OK:
+            _ignore_late_signals()
         return code
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised with its traceback
         _record(int(StageExit.FAILED), traceback.format_exception_only(type(exc), exc)[-1].strip())
         raise
+    _ignore_late_signals()
     return StageExit.OK
+
+
+def _ignore_late_signals() -> None:
+    """The entrypoint succeeded: Slurm's time-limit SIGUSR1 arriving now (teardown, interpreter exit, where
+    Python has put back the default action, which kills) must not turn a finished task into a failed one.
+    SIG_IGN survives interpreter finalisation."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def stage(tmp_path):
         " open(os.environ['DUMP'], 'w'))\n"
         "if mode == 'raise':\n    raise RuntimeError('Missing key in checkpoint state_dict: x')\n"
         "if mode == 'exit3':\n    sys.exit(3)\n"
-        "if mode == 'continue':\n    sys.exit(85)\n")
+        "if mode == 'continue':\n    sys.exit(85)\n"
+        "if mode == 'late-usr1':  # the time-limit signal arriving while the finished process exits\n"
+        "    import atexit, signal\n    atexit.register(lambda: os.kill(os.getpid(), signal.SIGUSR1))\n")
     return layout, tmp_path
 
 
@@ -83,6 +85,15 @@ def test_success_and_continuation_record_no_failure(stage):
     assert not os.path.exists(layout.marker("finetune", Marker.FAILED))
     assert json.loads((tmp / "env.json").read_text()) == {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
                                                          "MASTER_ADDR": os.environ.get("MASTER_ADDR")}
+
+
+def test_a_time_limit_signal_after_success_does_not_kill_the_task(stage):
+    """Seen on the testbed: a continuation finished its steps just before Slurm's SIGUSR1 (signal_lead_s) and
+    its ranks died of the signal while exiting, failing a complete stage and cancelling its dependents."""
+    layout, tmp = stage
+    proc = run_task(layout, tmp, "late-usr1")
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert not os.path.exists(layout.marker("finetune", Marker.FAILED))
 
 
 def test_the_stall_watchdog_exits_for_requeue_once_steps_stop(stage):

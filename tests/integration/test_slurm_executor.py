@@ -135,6 +135,22 @@ def test_time_limit_signal_checkpoint_and_continuation(env, slurm, tmp_path):
     assert attempt >= 1
 
 
+def test_a_stage_killed_after_it_completed_is_done_and_its_dependents_run(env, slurm, tmp_path):
+    """The ranks of a finished stage die during teardown (seen: Slurm's time-limit signal arriving just after
+    the last step). The complete marker, newer than the attempt's start, makes the job exit 0: the stage is
+    DONE and the stages that depend on it (afterok) run instead of being cancelled."""
+    _, profile, recipe = env
+    cli = Cli(slurm, tmp_path / "home")
+    sub = cli.submit(profile, recipe, "--set", "students=[depth]")
+    run_id, run_dir = sub["run_id"], sub["run_dir"]
+    open(os.path.join(run_dir, "die-after-complete-finetune"), "w").close()  # read after finetune's last step
+    code, report = cli.wait(run_id, timeout=300)
+    assert code == 0, json.dumps(report, indent=1)
+    assert all(s["state"] == "DONE" for s in report["stages"]), report
+    log = open(os.path.join(run_dir, "logs", f"finetune-{sub['jobs']['finetune']}.out")).read()
+    assert "dying after completion" in log and "exit 143 after completion ignored" in log, log[-2000:]
+
+
 def test_a_stage_that_stops_making_progress_is_stalled_then_continued(env, slurm, tmp_path):
     """A hung training stage (the workload stops between steps while `stall-finetune` exists): status
     marks it STALLED with its last log line; the profile's stall_timeout_s makes the job itself exit

@@ -88,6 +88,9 @@ def main() -> int:
                 os.makedirs(path, exist_ok=True)
         write_complete(layout, stage, outputs)
         print(f"{stage}: done after {total} steps", flush=True)
+        if os.path.exists(os.path.join(config.run_dir, f"die-after-complete-{stage}")):
+            print(f"{stage}: dying after completion (die-after-complete-{stage} exists)", flush=True)
+            os._exit(143)  # a rank killed during teardown, after its stage was complete
     return 0
 
 

@@ -52,6 +52,13 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS \
     python -m jobs.task jobs.distill --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/distill_width.json
 rc=$?
+# Complete during this attempt (its complete marker is newer than this attempt's started marker): the stage
+# is done whatever the exit code says. A time-limit signal, the stall watchdog or a rank killed during
+# teardown after completion must neither fail it nor cancel its dependents.
+if [ "$rc" -ne 0 ] && [ "$markers"/distill_width.complete -nt "$markers"/distill_width.started ]; then
+    echo "minitron: stage distill_width complete; exit $rc after completion ignored"
+    rc=0
+fi
 
 write_marker distill_width.finished "$rc"
 # Exit 85, or the job's continue marker (srun may report a rank killed after another exited 85):

@@ -51,6 +51,13 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS \
     python -m jobs.task jobs.prune --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/prune_depth.json
 rc=$?
+# Complete during this attempt (its complete marker is newer than this attempt's started marker): the stage
+# is done whatever the exit code says. A time-limit signal, the stall watchdog or a rank killed during
+# teardown after completion must neither fail it nor cancel its dependents.
+if [ "$rc" -ne 0 ] && [ "$markers"/prune_depth.complete -nt "$markers"/prune_depth.started ]; then
+    echo "minitron: stage prune_depth complete; exit $rc after completion ignored"
+    rc=0
+fi
 
 write_marker prune_depth.finished "$rc"
 exit "$rc"

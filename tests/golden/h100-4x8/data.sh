@@ -54,6 +54,13 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-writable \
     python -m jobs.task jobs.data --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json
 rc=$?
+# Complete during this attempt (its complete marker is newer than this attempt's started marker): the stage
+# is done whatever the exit code says. A time-limit signal, the stall watchdog or a rank killed during
+# teardown after completion must neither fail it nor cancel its dependents.
+if [ "$rc" -ne 0 ] && [ "$markers"/data.complete -nt "$markers"/data.started ]; then
+    echo "minitron: stage data complete; exit $rc after completion ignored"
+    rc=0
+fi
 
 write_marker data.finished "$rc"
 exit "$rc"

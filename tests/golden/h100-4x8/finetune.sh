@@ -58,6 +58,13 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-writable \
     python -m jobs.task jobs.finetune --config /lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/finetune.json
 rc=$?
+# Complete during this attempt (its complete marker is newer than this attempt's started marker): the stage
+# is done whatever the exit code says. A time-limit signal, the stall watchdog or a rank killed during
+# teardown after completion must neither fail it nor cancel its dependents.
+if [ "$rc" -ne 0 ] && [ "$markers"/finetune.complete -nt "$markers"/finetune.started ]; then
+    echo "minitron: stage finetune complete; exit $rc after completion ignored"
+    rc=0
+fi
 
 write_marker finetune.finished "$rc"
 # Exit 85, or the job's continue marker (srun may report a rank killed after another exited 85):

@@ -33,6 +33,13 @@ trap 'kill -USR1 "$child" 2>/dev/null' USR1
 wait "$child"
 rc=$?
 while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+# Complete during this attempt (its complete marker is newer than this attempt's started marker): the stage
+# is done whatever the exit code says. A time-limit signal, the stall watchdog or a rank killed during
+# teardown after completion must neither fail it nor cancel its dependents.
+if [ "$rc" -ne 0 ] && [ "$markers"/finetune.complete -nt "$markers"/finetune.started ]; then
+    echo "minitron: stage finetune complete; exit $rc after completion ignored"
+    rc=0
+fi
 
 write_marker finetune.finished "$rc"
 exit "$rc"
