@@ -57,5 +57,6 @@ class build_py_with_bundled(build_py):
 
 setup(
     cmdclass={"build_py": build_py_with_bundled},
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"], "jobs": jobs_requirements()},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "import-linter>=2.1", "pytest-randomly>=3.15"],
+                    "jobs": jobs_requirements()},
 )

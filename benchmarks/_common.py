@@ -191,11 +191,11 @@ def jobcomp(bed: SlurmTestbed) -> dict[str, dict[str, str]]:
 
 # -------------------------------------------------------------------------------------- inputs
 def minitron_cmd() -> tuple[list[str], dict[str, str]]:
-    """How to run the CLI: the .venv-cli console script if it exists, else `python -m launcher.cli`."""
+    """How to run the CLI: the .venv-cli console script if it exists, else `python -m launcher.app.cli`."""
     script = REPO / ".venv-cli" / "bin" / "minitron"
     if script.exists():
         return [str(script)], {}
-    return [sys.executable, "-m", "launcher.cli"], {"PYTHONPATH": str(REPO)}
+    return [sys.executable, "-m", "launcher.app.cli"], {"PYTHONPATH": str(REPO)}
 
 
 def test_profile(path: Path, job_dir: Path, **overrides) -> str:

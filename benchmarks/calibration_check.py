@@ -31,7 +31,7 @@ from tests.integration.helpers import write_test_recipe  # noqa: E402
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "launcher.app.cli", *args], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": REPO, **env}, timeout=600)
 
 
@@ -62,7 +62,7 @@ def main() -> int:
         with open(profile, "w") as handle:
             yaml.safe_dump({"executor": "local", "nodes": 1, "gpus_per_node": 2,
                             "gpu": {"model": "H100-80GB", "memory_gib": 80}, "job_dir": os.path.join(root, "jobs"),
-                            "container": "none", "python": sys.executable,
+                            "container": "none", "python": sys.executable, "attention": "unfused",
                             "env_vars": [f"PYTHONPATH={os.path.join(REPO, 'tests', 'integration')}", "MT_STEP_SECONDS"]},
                            handle)
         recipe = write_test_recipe(os.path.join(root, "r.yaml"), finetune={"steps": args.steps},

@@ -237,10 +237,10 @@ def main() -> int:
     imp_rows = []
     env_imp = env_cli
     for label, python, code, own, env in (
-            ("minitron --help", cli_py, ["-m", "launcher.cli", "--help"], ("launcher", "__main__"), env_imp),
-            ("minitron plan", cli_py, ["-m", "launcher.cli", "plan"], ("launcher", "__main__"), env_imp),
+            ("minitron --help", cli_py, ["-m", "launcher.app.cli", "--help"], ("launcher", "__main__"), env_imp),
+            ("minitron plan", cli_py, ["-m", "launcher.app.cli", "plan"], ("launcher", "__main__"), env_imp),
             ("minitron status --json (Slurm, finished)", cli_py,
-             ["-m", "launcher.cli", *status_argv[1:]] if status_argv else None, ("launcher", "__main__"),
+             ["-m", "launcher.app.cli", *status_argv[1:]] if status_argv else None, ("launcher", "__main__"),
              env_slurm),
             ("import nemo_run", bench_py, ["-c", "import nemo_run"], ("nemo_run",), clean_env())):
         if code is None:

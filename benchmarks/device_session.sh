@@ -13,14 +13,14 @@ mkdir -p "$OUT/tiny"
 
 tiny() {
     export PYTHONPATH=/tmp/overlay:/tmp/site:$PWD CUDA_VISIBLE_DEVICES=0 MINITRON_HOME=/tmp/mthome
-    python3 -m launcher.cli submit -p cluster_profiles/device-h200.yaml -r tiny --set stages.export.enabled=true \
+    python3 -m launcher.app.cli submit -p cluster_profiles/device-h200.yaml -r tiny --set stages.export.enabled=true \
         --json > "$OUT/tiny/submit.json" || return 1
     for _ in $(seq 1 150); do
         sleep 4
-        python3 -m launcher.cli status --json > "$OUT/tiny/status.json"
+        python3 -m launcher.app.cli status --json > "$OUT/tiny/status.json"
         [ $? -ne 3 ] && break
     done
-    COLUMNS=200 python3 -m launcher.cli status > "$OUT/tiny/status.txt" 2>&1
+    COLUMNS=200 python3 -m launcher.app.cli status > "$OUT/tiny/status.txt" 2>&1
     run_dir=$(python3 -c "import json;print(json.load(open('$OUT/tiny/submit.json'))['run_dir'])")
     cp "$run_dir"/work/report/val_loss.png "$run_dir"/work/report/summary.md "$OUT/tiny/" 2>/dev/null
     tar czf "$OUT/tiny/run.tgz" -C "$run_dir" logs markers plan.json stages work/report 2>/dev/null

@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from launcher.planner import Planner  # noqa: E402
-from launcher.profile import profile_from_located  # noqa: E402
-from launcher.recipe import load_recipe  # noqa: E402
-from launcher.yamlfile import Located  # noqa: E402
+from launcher.planning.planner import Planner  # noqa: E402
+from launcher.config.profile import profile_from_located  # noqa: E402
+from launcher.config.recipe import load_recipe  # noqa: E402
+from launcher.config.yamlfile import Located  # noqa: E402
 
 
 SHAPE_OVERRIDES = {  # recipe keys for the finetune shapes the harness knows (8b is the recipe's own)

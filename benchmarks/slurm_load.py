@@ -4,9 +4,9 @@
 1. Slurm client calls and wall time per `status` refresh, for runs of 4 (the smallest stage graph a
    recipe allows), 8 (the tiny test recipe) and 50 stages, while the run is live, part-finished and
    finished (still in slurmctld's memory, then purged after MinJobAge). A refresh is what
-   `minitron status` does after loading the run record: `launcher.status.query_runs([(run, record)])`
+   `minitron status` does after loading the run record: `launcher.runs.status.query_runs([(run, record)])`
    (markers first, then one batched `SlurmExecutor.query` for the jobs the markers cannot settle) and
-   `launcher.status.run_report`, with the module's `executor_for` pointed at a SlurmExecutor whose
+   `launcher.runs.status.run_report`, with the module's `executor_for` pointed at a SlurmExecutor whose
    SlurmClient we keep and whose `calls` we read (report_for adds only the calibration record of a
    DONE run). Also `minitron status --json` of each finished run as a fresh process.
 2. Time from `minitron submit` start to every job queued, for the tutorial recipe's 8 stages
@@ -39,9 +39,9 @@ import _common as C  # noqa: E402
 
 from jobs.contract import Marker  # noqa: E402
 from launcher import status as status_mod  # noqa: E402
-from launcher.executors.slurm import SlurmClient, SlurmExecutor  # noqa: E402
-from launcher.registry import open_run  # noqa: E402
-from launcher.state import LIVE as LIVE_STAGE_STATES, LIVE_RUN_STATES, RunState  # noqa: E402
+from launcher.backends.slurm import SlurmClient, SlurmExecutor  # noqa: E402
+from launcher.runs.registry import open_run  # noqa: E402
+from launcher.runs.state import LIVE as LIVE_STAGE_STATES, LIVE_RUN_STATES, RunState  # noqa: E402
 
 LIVE = {s.value for s in LIVE_STAGE_STATES}     # PENDING, RUNNING, STALLED
 LIVE_RUNS = {s.value for s in LIVE_RUN_STATES}  # PENDING, RUNNING
@@ -397,7 +397,7 @@ def main() -> int:
                if acct == "none" else ")"),
             "- stages: tests/integration/workload.py (sleeps per step instead of training), "
             f"MT_STEP_SECONDS={args.step_seconds} for the load runs, 0.05 for the tutorial run",
-            "- a refresh = `launcher.status.query_runs` + `run_report` for the run (what `minitron status` runs "
+            "- a refresh = `launcher.runs.status.query_runs` + `run_report` for the run (what `minitron status` runs "
             "after loading the run record: markers first, then one batched `SlurmExecutor.query` for the jobs "
             "the markers cannot settle); calls counted with `SlurmClient.calls`; live refreshes every 0.5 s "
             "(10 back to back first)",

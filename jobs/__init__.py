@@ -1,5 +1,5 @@
-"""Stage entrypoints that run inside the NeMo container: `python -m jobs.<kind> --config stage.json`.
-
-`jobs.common` is light (stdlib only) so the contract helpers import fast; every torch/NeMo import
-lives in `jobs.nemo_parts` and the stage modules. The contract is docs/stage-config.md.
+"""What runs inside the container: the launcher ↔ jobs contract (jobs.contract, standard library only,
+imported by both sides), how every rank starts and ends (jobs.runtime), and one entrypoint per stage
+kind (jobs.stages), started as `python -m jobs.runtime.task <entrypoint> --config RUN_DIR/stages/<stage>.json`.
+The contract is docs/stage-config.md.
 """

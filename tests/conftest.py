@@ -19,11 +19,11 @@ def minitron_home(tmp_path, monkeypatch):
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: str | None = None, timeout: float = 120):
-    """Run `python -m launcher.cli ARGS` in a fresh process, as a user would."""
+    """Run `python -m launcher.app.cli ARGS` in a fresh process, as a user would."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "launcher.app.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
 
 

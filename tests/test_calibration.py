@@ -6,11 +6,11 @@ import stat
 
 import pytest
 
-from launcher import calibration
-from launcher.errors import UserError
-from launcher.planner import make_plan
-from launcher.profile import load_profile
-from launcher.recipe import load_recipe
+from launcher.planning import calibration
+from launcher.core.errors import UserError
+from launcher.planning.planner import make_plan
+from launcher.config.profile import load_profile
+from launcher.config.recipe import load_recipe
 
 
 def tiny_plan():

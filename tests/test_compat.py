@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import probe as job_probe
-from jobs.contract import ConfigError, RunLayout, StageConfig, read_markers, validate, write_stage_config
-from launcher import compat
+from jobs.stages import probe as job_probe
+from jobs.contract import SCHEMA_VERSION, ConfigError, RunLayout, StageConfig, read_markers, validate, write_stage_config
+from launcher.app import compat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -190,7 +190,7 @@ def _is_module(dotted: str) -> bool:
 
 
 def _used_by_jobs() -> set[tuple[str, str]]:
-    """(module, name) of every NeMo / megatron-core / ModelOpt / Lightning / fiddle name jobs/*.py use:
+    """(module, name) of every NeMo / megatron-core / ModelOpt / Lightning / fiddle name jobs/stages/*.py use:
     `from M import N`, `alias.X` on a module imported under any name (`llm`, `nl`, `nemo_io`, ...), and
     `nemo_parts.private("M", "N")` lookups."""
     modules = {("nemo.collections", "llm"), ("nemo", "lightning"), ("nemo.lightning", "io"),
@@ -198,7 +198,7 @@ def _used_by_jobs() -> set[tuple[str, str]]:
                ("nemo.lightning", "_strategy_lib")}
     roots = ("nemo", "megatron", "modelopt", "lightning", "fiddle")
     used = set()
-    for path in sorted((REPO / "jobs").glob("*.py")):
+    for path in sorted((REPO / "jobs" / "stages").glob("*.py")):
         if path.name == "probe.py":
             continue
         tree = ast.parse(path.read_text())
@@ -226,14 +226,14 @@ def _used_by_jobs() -> set[tuple[str, str]]:
 def test_the_probe_checks_every_function_the_jobs_use():
     listed = {(m, a) for m, a, _ in job_probe.FUNCTIONS}
     missing = _used_by_jobs() - listed
-    assert not missing, f"add to jobs/probe.py FUNCTIONS: {sorted(missing)}"
+    assert not missing, f"add to jobs/stages/probe.py FUNCTIONS: {sorted(missing)}"
     for name in ("import_ckpt", "export_ckpt", "PreTrainingDataModule", "train"):
         assert ("nemo.collections.llm", name) in listed
     assert ("nemo.lightning", "MegatronStrategy") in listed
 
 
 def test_the_probe_config_is_part_of_the_contract(tmp_path):
-    raw = {"schema_version": 2, "run_id": "r", "run_dir": str(tmp_path), "stage": "probe", "kind": "probe",
+    raw = {"schema_version": SCHEMA_VERSION, "run_id": "r", "run_dir": str(tmp_path), "stage": "probe", "kind": "probe",
            "markers_dir": str(tmp_path / "markers"), "work_dir": str(tmp_path / "work"), "inputs": {},
            "outputs": {"report": str(tmp_path / "work" / "probe" / "probe.json")},
            "probe": {"role": "gpu", "job_dir": str(tmp_path)}}
@@ -258,7 +258,7 @@ def test_the_probe_job_survives_a_python_without_any_package(tmp_path):
     write_stage_config(layout.stage_config("probe"), config)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_"))}
     env.update(MINITRON_RUN_DIR=str(run_dir), MINITRON_STAGE="probe", HF_HOME=str(tmp_path / "hf"))
-    proc = subprocess.run([sys.executable, "-S", "-m", "jobs.task", "jobs.probe", "--config",
+    proc = subprocess.run([sys.executable, "-S", "-m", "jobs.runtime.task", "jobs.stages.probe", "--config",
                            layout.stage_config("probe")], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

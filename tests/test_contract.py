@@ -1,4 +1,4 @@
-"""The contract module both sides import (jobs/contract.py, docs/stage-config.md): the launcher's
+"""The contract both sides import (jobs/contract/, docs/stage-config.md): the launcher's
 stage configs read back through the jobs' reader for the tutorial and the tiny recipe on Slurm and
 local profiles; markers are never followed through links nor trusted when oversized; progress
 lines carry their time so status can tell a stall."""
@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from jobs.contract import (MAX_MARKER_BYTES, SCHEMA_VERSION, Marker, RunLayout, parse_progress, progress_line,
-                           read_markers, read_stage_config, validate, write_complete, write_failure)
+from jobs.contract import (BY_NAME, SCHEMA_VERSION, SECTION_KEYS, Marker, RunLayout, parse_progress, progress_line, read_markers,
+                           read_stage_config, validate, write_complete, write_failure)
+from jobs.contract.markers import MAX_MARKER_BYTES
 from tests.conftest import REPO, run_cli
 
 
@@ -35,7 +36,22 @@ def test_every_stage_config_satisfies_the_jobs_validator(tmp_path, profile, reci
         assert config.work_dir == os.path.join(run_dir, "work") and config.schema_version == SCHEMA_VERSION
         validate(config.to_json())
     report = json.load(open(os.path.join(run_dir, "stages", "report.json")))
-    assert report["report"]["stages"]["teacher"] == "import"
+    assert report["inputs"]["teacher"] == os.path.join(run_dir, "work", "import", "model")
+    for name in names:  # a stage's config holds the sections its kind reads, and no other
+        config = json.load(open(os.path.join(run_dir, "stages", name)))
+        sections = set(config) & set(SECTION_KEYS) - {"runtime"}
+        assert sections == set(BY_NAME[config["kind"]].sections), name
+
+
+def test_a_config_with_a_section_its_kind_does_not_read_is_refused(tmp_path):
+    env = {"MINITRON_HOME": str(tmp_path / "home"), "HOME": str(tmp_path), "USER": "ci"}
+    proc = run_cli("submit", "--dry-run", "--json", "--profile", "local", "--recipe", "tiny", env=env)
+    config = json.load(open(os.path.join(json.loads(proc.stdout)["run_dir"], "stages", "data.json")))
+    validate(config)
+    with pytest.raises(ValueError, match="does not read the section"):
+        validate({**config, "train": {"steps": 1}})
+    with pytest.raises(ValueError, match="needs the 'data' section"):
+        validate({k: v for k, v in config.items() if k != "data"})
 
 
 def test_markers_are_never_read_through_a_link_nor_when_oversized(tmp_path):
@@ -72,6 +88,6 @@ def test_progress_lines_round_trip_with_step_time():
 
 
 def test_the_contract_imports_only_the_standard_library():
-    code = ("import sys, jobs.contract, jobs.task; mods = set(sys.modules); "
+    code = ("import sys, jobs.contract, jobs.runtime.task; mods = set(sys.modules); "
             "sys.exit(bool({'torch', 'nemo', 'yaml', 'launcher'} & {m.split('.')[0] for m in mods}))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

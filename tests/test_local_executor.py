@@ -29,6 +29,7 @@ def setup(tmp_path):
     profile.write_text(yaml.safe_dump({
         "executor": "local", "nodes": 1, "gpus_per_node": 2, "gpu": {"model": "H100-80GB", "memory_gib": 80},
         "job_dir": str(tmp_path / "jobs"), "container": "none", "python": sys.executable, "local_parallel": True,
+        "attention": "unfused",
         "env_vars": [f"PYTHONPATH={WORKLOAD_DIR}", "MT_STEP_SECONDS"]}))
     env = {"MINITRON_HOME": str(tmp_path / "home"), "MT_STEP_SECONDS": "0.1"}
     return str(profile), env

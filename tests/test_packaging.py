@@ -1,4 +1,4 @@
-"""launcher.bundled finds every bundled file, and an installed layout (no checkout around it) works.
+"""launcher.core.bundled finds every bundled file, and an installed layout (no checkout around it) works.
 
 Cheap: no wheel is built (.ci/wheel-check builds and installs one); the installed layout is
 simulated by copying the packages the way setup.py's build step lays them out.
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from launcher import bundled
+from launcher.core import bundled
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,11 +30,13 @@ def test_checkout_finds_every_bundled_file():
     assert _names(bundled.profile_dir(), ".yaml") >= {"h100-1x8.yaml", "h100-4x8.yaml", "a100-40g-2x8.yaml",
                                                        "local.yaml", "device-h200.yaml"}
     assert _names(bundled.recipe_dir(), ".yaml") >= {"minitron-8b-wikitext.yaml", "tiny.yaml"}
-    assert _names(bundled.template_dir(), ".j2") >= {"slurm_stage.sh.j2", "local_stage.sh.j2"}
+    assert _names(bundled.template_dir(), ".j2") >= {"slurm_stage.sh.j2", "local_stage.sh.j2", "_markers.sh.j2"}
     jobs = bundled.jobs_dir()
     assert os.path.samefile(jobs, os.path.join(REPO, "jobs"))
-    for rel in ("__init__.py", "common.py", "data.py", "distill.py", "tools/__init__.py", "tools/tiny.py"):
+    for rel in ("__init__.py", "contract/__init__.py", "contract/kinds.py", "runtime/task.py", "stages/data.py",
+                "stages/distill.py"):
         assert os.path.isfile(os.path.join(jobs, rel)), rel
+    assert not os.path.exists(os.path.join(jobs, "tools")), "development tools live in tools/, outside the packages"
 
 
 def test_every_data_file_in_the_packages_is_package_data():
@@ -88,14 +90,14 @@ def installed_layout(tmp_path):
 
 def test_installed_layout_finds_its_own_files(installed_layout):
     site, work, env = installed_layout
-    code = "import json; from launcher import bundled; print(json.dumps(bundled.all_dirs()))"
+    code = "import json; from launcher.core import bundled; print(json.dumps(bundled.all_dirs()))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     dirs = json.loads(proc.stdout)
     assert dirs == {"profiles": str(site / "launcher" / "_bundled" / "cluster_profiles"),
                     "recipes": str(site / "launcher" / "recipes"),
-                    "templates": str(site / "launcher" / "templates"), "jobs": str(site / "jobs")}
+                    "templates": str(site / "launcher" / "rendering" / "templates"), "jobs": str(site / "jobs")}
 
 
 def test_installed_layout_plans_and_dry_runs_outside_the_checkout(installed_layout):
@@ -103,7 +105,7 @@ def test_installed_layout_plans_and_dry_runs_outside_the_checkout(installed_layo
     site, work, env = installed_layout
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "launcher.cli", *args], cwd=work, env=env,
+        return subprocess.run([sys.executable, "-m", "launcher.app.cli", *args], cwd=work, env=env,
                               capture_output=True, text=True, timeout=120)
 
     proc = cli("plan", "--json")
@@ -112,5 +114,5 @@ def test_installed_layout_plans_and_dry_runs_outside_the_checkout(installed_layo
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["run_dir"].startswith(env["HOME"])
-    assert os.path.isfile(os.path.join(out["run_dir"], "code", "jobs", "common.py"))
+    assert os.path.isfile(os.path.join(out["run_dir"], "code", "jobs", "runtime", "task.py"))
     assert all(os.path.isfile(script) for script in out["scripts"].values())

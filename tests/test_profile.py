@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from launcher.errors import UserError
-from launcher.profile import PROFILE_DIR, load_profile, normalize_image, parse_time_minutes
+from launcher.core.errors import UserError
+from launcher.config.profile import PROFILE_DIR, load_profile, normalize_image, parse_time_minutes
 from tests.conftest import write_profile
 
 BUNDLED = sorted(f[:-5] for f in os.listdir(PROFILE_DIR) if f.endswith(".yaml"))

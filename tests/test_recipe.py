@@ -1,7 +1,7 @@
 import pytest
 
-from launcher.errors import UserError
-from launcher.recipe import load_recipe, stage_graph
+from launcher.core.errors import UserError
+from launcher.config.recipe import load_recipe, stage_graph
 
 
 def test_default_recipe_is_the_tutorial():

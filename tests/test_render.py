@@ -1,6 +1,7 @@
-"""Rendered scripts against checked-in goldens (tests/golden/), and `bash -n` on each.
+"""Rendered scripts against the reviewed goldens (tests/golden/), and `bash -n` on each.
 
-Regenerate after an intended change: UPDATE_GOLDENS=1 pytest tests/test_render.py
+This test only compares. After an intended change, regenerate with `python -m tools.goldens` and read the
+diff (`git diff tests/golden`) before committing it.
 """
 
 import os
@@ -9,46 +10,33 @@ import subprocess
 import pytest
 
 from jobs.contract import Marker, RunLayout
-from launcher.executors import executor_for
-from launcher.planner import make_plan
-from launcher.profile import load_profile
-from launcher.recipe import load_recipe
-from launcher.render import job_names, render_slurm_script
-
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
-RUN_ID = "minitron-8b-wikitext-20260101-000000-abcd"
-CASES = [("h100-1x8", None), ("h100-4x8", None), ("a100-40g-2x8", None), ("local", "tiny")]
+from launcher.config.profile import load_profile
+from launcher.config.recipe import load_recipe
+from launcher.planning.plan import StagePlan
+from launcher.planning.planner import make_plan
+from launcher.rendering.scripts import job_names, render_slurm_script
+from tools.goldens import CASES, ENVIRONMENT, GOLDEN, RUN_ID, render_case
 
 
 @pytest.fixture(autouse=True)
 def fixed_environment(monkeypatch):
-    monkeypatch.setenv("HOME", "/home/user")
-    monkeypatch.setenv("USER", "user")
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
 
 
 def render_all(profile_name, recipe_name):
-    profile = load_profile(profile_name)
-    recipe = load_recipe(recipe_name)
-    plan = make_plan(profile, recipe)
-    run_dir = os.path.join(profile.job_dir, "runs", RUN_ID)
-    names = [s.name for s in plan.stages]
-    executor = executor_for(profile.executor)
-    return {s.name: executor.render_script(RUN_ID, run_dir, profile, s, names) for s in plan.stages}
+    return render_case(profile_name, recipe_name)
 
 
 @pytest.mark.parametrize("profile_name, recipe_name", CASES)
 def test_rendered_scripts_match_goldens(profile_name, recipe_name):
     scripts = render_all(profile_name, recipe_name)
     folder = os.path.join(GOLDEN, profile_name)
-    if os.environ.get("UPDATE_GOLDENS"):
-        os.makedirs(folder, exist_ok=True)
-        for name, text in scripts.items():
-            with open(os.path.join(folder, f"{name}.sh"), "w") as handle:
-                handle.write(text)
     assert sorted(os.listdir(folder)) == sorted(f"{n}.sh" for n in scripts)
     for name, text in scripts.items():
         with open(os.path.join(folder, f"{name}.sh")) as handle:
-            assert text == handle.read(), f"{profile_name}/{name}.sh differs from its golden"
+            assert text == handle.read(), (f"{profile_name}/{name}.sh differs from its golden: if intended, run "
+                                           f"`python -m tools.goldens` and review the diff")
 
 
 @pytest.mark.parametrize("profile_name, recipe_name", CASES)
@@ -107,13 +95,17 @@ def test_continuation_decision_of_the_batch_script(tmp_path, srun_exit, marker, 
 def test_job_names_differ_in_what_plain_squeue_shows():
     """Plain `squeue` cuts names at 8 characters: every stage of a run must still be told apart there,
     and the run must be visible in the name (and in --comment)."""
-    stages = ["data", "import", "finetune", "prune_depth", "prune_width", "distill_depth", "distill_width",
-              "report", "export"]
+    def stage(kind, variant=None):
+        return StagePlan(f"{kind}_{variant}" if variant else kind, kind, [], "m", 1, 1, pruning=variant)
+
+    stages = [stage("data"), stage("import"), stage("finetune"), stage("prune", "depth"), stage("prune", "width"),
+              stage("distill", "depth"), stage("distill", "width"), stage("report"), stage("export")]
     names = job_names(RUN_ID, stages)
     assert len({name[:8] for name in names.values()}) == len(stages), names
     assert names["prune_depth"][:8] == "pr-depth" and names["distill_width"][:8] == "kd-width"
     assert all(name.endswith(RUN_ID) for name in names.values())
-    alike = job_names(RUN_ID, ["prune_depth_a", "prune_depth_b", "distill_depth_a", "distill_depth_b"])
+    alike = job_names(RUN_ID, [stage("prune", "depth_a"), stage("prune", "depth_b"), stage("distill", "depth_a"),
+                               stage("distill", "depth_b")])
     assert len({name[:8] for name in alike.values()}) == 4, alike
     script = render_all("h100-1x8", None)["prune_depth"]
     assert f"#SBATCH --job-name=pr-depth.{RUN_ID}" in script
@@ -130,5 +122,5 @@ def test_only_multi_gpu_stages_take_whole_nodes():
 
 def test_every_stage_runs_through_the_task_runner():
     for name, script in render_all("h100-1x8", None).items():
-        assert " -m jobs.task jobs." in script, name
-    assert " -m jobs.task jobs.finetune --config" in render_all("local", "tiny")["finetune"]
+        assert " -m jobs.runtime.task jobs.stages." in script, name
+    assert " -m jobs.runtime.task jobs.stages.finetune --config" in render_all("local", "tiny")["finetune"]

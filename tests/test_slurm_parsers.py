@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from jobs.contract import Markers, Started
-from launcher.executors.slurm import (JOBCOMP_FIELDS, parse_duration, parse_exit_code, parse_sacct, parse_squeue,
+from launcher.backends.slurm import (JOBCOMP_FIELDS, parse_duration, parse_exit_code, parse_sacct, parse_squeue,
                                       parse_timestamp)
-from launcher.executors.slurm_preflight import parse_sinfo
-from launcher.state import Evidence, StageState, decide_stage, exit_status
+from launcher.backends.slurm_preflight import parse_sinfo
+from launcher.runs.state import Evidence, StageState, decide_stage, exit_status
 
 OUT = Path(__file__).resolve().parent / "slurm_output"
 IDS = [str(i) for i in range(1, 8)]  # data, import, finetune, prune_depth, prune_width, distill_depth, report

@@ -7,8 +7,8 @@ import json
 import os
 from types import SimpleNamespace
 
-from launcher.probe import SMOKE_NAME, smoke_verdict
-from launcher.profile import parse_time_minutes
+from launcher.runs.smoke import SMOKE_NAME, smoke_verdict
+from launcher.config.profile import parse_time_minutes
 from tests.conftest import run_cli, write_profile
 
 
@@ -64,8 +64,8 @@ def test_the_verdict():
 
 def test_a_bare_status_shows_the_pipeline_run_not_a_later_probe(tmp_path, monkeypatch):
     """`submit`, then `check --probe`, then `minitron status`: the user asks about their run, not the probe."""
-    from launcher.probe import prepare_probe_run, probe_targets
-    from launcher.profile import load_profile
+    from launcher.app.probe import prepare_probe_run, probe_targets
+    from launcher.config.profile import load_profile
 
     profile = write_profile(tmp_path / "mine.yaml", nodes=2, gpus_per_node=8, partition="batch")
     env = {"MINITRON_HOME": str(tmp_path / "home")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.contract import Failure, Markers, Progress, Started
-from launcher.state import (RULES, Evidence, JobInfo, RunState, StageState, decide_run, decide_stage,
+from launcher.runs.state import (RULES, Evidence, JobInfo, RunState, StageState, decide_run, decide_stage,
                             exit_status)
 
 S = StageState

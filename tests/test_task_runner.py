@@ -1,4 +1,4 @@
-"""`python -m jobs.task`: every stage process starts there. It gives a task torch's distributed
+"""`python -m jobs.runtime.task`: every stage process starts there. It gives a task torch's distributed
 variables from Slurm's, and records the first failing rank's own exit code and exception line."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from jobs.contract import Marker, RunLayout, read_markers
-from jobs.task import distributed_env
+from jobs.runtime.task import distributed_env
+from tests.rendered import render_run, stage_configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +57,7 @@ def run_task(layout, tmp_path, mode, **env):
     environ = {**os.environ, "PYTHONPATH": f"{tmp_path / 'mods'}{os.pathsep}{REPO}", "MINITRON_RUN_DIR": layout.run_dir,
                "MINITRON_STAGE": "finetune", "DUMP": str(tmp_path / "env.json"), **env}
     environ.pop("RANK", None)
-    return subprocess.run([sys.executable, "-m", "jobs.task", "entry", "--mode", mode], env=environ,
+    return subprocess.run([sys.executable, "-m", "jobs.runtime.task", "entry", "--mode", mode], env=environ,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -98,21 +99,41 @@ def test_a_time_limit_signal_after_success_does_not_kill_the_task(stage):
 
 def test_the_stall_watchdog_exits_for_requeue_once_steps_stop(stage):
     layout, tmp = stage
-    from jobs.tools import tiny
-    raw = tiny.stage_configs(layout.run_dir)["finetune"]
+    rendered = render_run(tmp / "rendered", stall_timeout_s=60)
+    raw = stage_configs(rendered)["finetune"]
+    assert raw["runtime"] == {"stall_timeout_s": 60}  # the profile's, through the plan
     config = tmp / "finetune.json"
-    config.write_text(json.dumps({**raw, "runtime": {"stall_timeout_s": 1}}))
+    config.write_text(json.dumps({**raw, "run_dir": layout.run_dir, "markers_dir": layout.markers,
+                                  "runtime": {"stall_timeout_s": 1}}))
     hang = tmp / "mods" / "hang.py"
     hang.write_text("import time\nfrom jobs.contract import note_progress\nnote_progress()\ntime.sleep(600)\n")
     environ = {**os.environ, "PYTHONPATH": f"{tmp / 'mods'}{os.pathsep}{REPO}", "MINITRON_RUN_DIR": layout.run_dir,
                "MINITRON_STAGE": "finetune"}
-    proc = subprocess.run([sys.executable, "-m", "jobs.task", "hang", "--config", str(config)], env=environ,
+    proc = subprocess.run([sys.executable, "-m", "jobs.runtime.task", "hang", "--config", str(config)], env=environ,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 85 and "no progress for 1 s" in proc.stderr
     markers = read_markers(layout, "finetune")
     assert markers.continue_requested and markers.failure is None
     quiet = tmp / "mods" / "quiet.py"  # no step ever reported: loading is not a stall
     quiet.write_text("import time\ntime.sleep(2.5)\n")
-    proc = subprocess.run([sys.executable, "-m", "jobs.task", "quiet", "--config", str(config)], env=environ,
+    proc = subprocess.run([sys.executable, "-m", "jobs.runtime.task", "quiet", "--config", str(config)], env=environ,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_config_that_breaks_the_contract_exits_2_before_the_entrypoint_is_imported(stage):
+    """The plan chose fused attention (Transformer Engine), which this stack lacks: exit 2 with the setting and
+    its fix, recorded as the task's own failure, and the entrypoint (NeMo's 38 s import in a real stage) never runs."""
+    layout, tmp = stage
+    raw = stage_configs(render_run(tmp / "rendered"))["finetune"]
+    config = tmp / "finetune.json"
+    config.write_text(json.dumps({**raw, "run_dir": layout.run_dir, "markers_dir": layout.markers,
+                                  "engine": {"attention": "fused", "precision": "bf16-mixed"}}))
+    environ = {**os.environ, "PYTHONPATH": f"{tmp / 'mods'}{os.pathsep}{REPO}", "MINITRON_RUN_DIR": layout.run_dir,
+               "MINITRON_STAGE": "finetune", "DUMP": str(tmp / "env.json")}
+    proc = subprocess.run([sys.executable, "-m", "jobs.runtime.task", "entry", "--mode", "ok", "--config",
+                           str(config)], env=environ, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "attention: unfused" in proc.stderr
+    assert not (tmp / "env.json").exists(), "the entrypoint ran"
+    failure = read_markers(layout, "finetune").failure
+    assert failure.exit_code == 2 and "engine.attention is 'fused'" in failure.exception

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from launcher.errors import UserError
-from launcher.planner import USABLE_FRACTION, make_plan
-from launcher.profile import load_profile
-from launcher.recipe import load_recipe
+from launcher.core.errors import UserError
+from launcher.planning.planner import USABLE_FRACTION, make_plan
+from launcher.config.profile import load_profile
+from launcher.config.recipe import load_recipe
 from tests.conftest import run_cli
 from tests.test_planner import check_invariants, profile_of
 

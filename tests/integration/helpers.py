@@ -24,7 +24,7 @@ def write_test_profile(path: Path, job_dir: Path, **overrides) -> str:
         "timeouts": {"gpu": "01:00:00", "cpu": "01:00:00"}, "default_time": "00:10:00",
         "container": "none", "mpi": "none", "python": sys.executable, "job_dir": str(job_dir),
         "env_vars": [f"PYTHONPATH={HERE}", "MT_STEP_SECONDS", "HF_TOKEN"],
-        "signal_lead_s": 60, "max_continuations": 6,
+        "signal_lead_s": 60, "max_continuations": 6, "attention": "unfused",  # no Transformer Engine here
     }
     profile.update(overrides)
     Path(path).write_text(yaml.safe_dump(profile))

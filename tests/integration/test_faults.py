@@ -119,7 +119,7 @@ def test_slurmctld_down_while_status_runs(setup, ctld_run, slurm, tmp_path):
     # ends: a job that ends while slurmctld is down leaves its nodes COMPLETING for a minute.
     cli.wait(run_id, timeout=60, until=lambda c, r: stages(r)["finetune"]["state"] == "RUNNING")
     env = {**os.environ, **cli.env, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "launcher.cli", "status", run_id]
+    command = [sys.executable, "-m", "launcher.app.cli", "status", run_id]
     watched = tmp_path / "watch.out"
     with open(watched, "w") as out:
         watcher = subprocess.Popen(command + ["--watch", "1"], env=env, cwd=REPO, text=True,

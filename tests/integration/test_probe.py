@@ -22,7 +22,7 @@ PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 
 def test_check_probe_reports_the_venv_stack_and_te_missing(slurm, tmp_path):
     cli = Cli(slurm, tmp_path / "home")
-    profile = write_test_profile(tmp_path / "p.yaml", tmp_path / "jobs", python=PYTHON)
+    profile = write_test_profile(tmp_path / "p.yaml", tmp_path / "jobs", python=PYTHON, attention="fused")
     proc = cli("check", "--probe", "--profile", profile, "--timeout", "400", timeout=600)
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr  # no TE, no GPU on the testbed
@@ -54,7 +54,7 @@ def test_check_probe_reports_the_venv_stack_and_te_missing(slurm, tmp_path):
     code, status = cli.status(run_id)
     assert code == 0 and {s["state"] for s in status["stages"]} == {"DONE"}
     script = Path(runs[0], "scripts", "probe_gpu.sh").read_text()
-    assert "#SBATCH --gpus-per-node=2" in script and "-m jobs.task jobs.probe --config" in script
+    assert "#SBATCH --gpus-per-node=2" in script and "-m jobs.runtime.task jobs.probe --config" in script
     # --json: the whole report and the problems (a second, shorter probe: the CPU partition only)
     single = write_test_profile(tmp_path / "cpu.yaml", tmp_path / "jobs", python=PYTHON, gpus_per_node=0,
                                 cpu_partition="gpu")

@@ -54,7 +54,7 @@ def test_pipeline_runs_in_dependency_order_with_parallel_branches(env, slurm):
             for name in ("distill_depth", "distill_width")}
     assert all("done after 15 steps" in text for text in logs.values())
     # the multi-node fine-tune: 4 nodes × 2 tasks, distinct node ids, one rendezvous address, and torch's
-    # variables (set by jobs.task) consistent with Slurm's
+    # variables (set by jobs.runtime.task) consistent with Slurm's
     tasks = [json.load(open(os.path.join(run_dir, "work", "finetune", "tasks", f)))
              for f in os.listdir(os.path.join(run_dir, "work", "finetune", "tasks"))]
     assert len(tasks) == 8

@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--config", required=True)
     config = read_stage_config(parser.parse_args().config)
     layout = RunLayout(config.run_dir)
-    rank = int(os.environ["RANK"])  # jobs.task or torchrun set it
+    rank = int(os.environ["RANK"])  # jobs.runtime.task or torchrun set it
     work = str(config.stage_dir)
     os.makedirs(os.path.join(work, "tasks"), exist_ok=True)
     task = {k: os.environ.get(k) for k in ("SLURM_NODEID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",

@@ -1,5 +1,5 @@
-"""Data stage for real: pydoc-topics text, a locally trained BPE, megatron .bin/.idx read back
-through megatron-core's own dataset classes. No NeMo import."""
+"""Data stage for real, on the data stage config the launcher renders: pydoc-topics text, a locally trained
+BPE, megatron .bin/.idx read back through megatron-core's own dataset classes. No NeMo import."""
 
 from __future__ import annotations
 
@@ -11,19 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs import data
-from jobs.tools import tiny
+from jobs.stages import data
+from tests.rendered import CPU_OVERRIDES, render_run, stage_configs
 
 ROLES = ("train", "validation", "test")
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    run = tmp_path_factory.mktemp("data") / "run"
-    cfg = tiny.stage_configs(run)["data"]
-    path = tiny.write_stage_configs(run, {"data": cfg})["data"]
-    assert data.main(["--config", str(path)]) == 0
-    return cfg
+    run = render_run(tmp_path_factory.mktemp("data"))
+    assert data.main(["--config", run.layout.stage_config("data")]) == 0
+    return stage_configs(run)["data"]
 
 
 def read_jsonl(path):
@@ -122,13 +120,13 @@ def test_split_map_and_files_source(prepared, tmp_path):
     for split, texts in {"train": ["alpha beta"] * 5, "validation": ["val text"], "test": ["test text"]}.items():
         files[split] = str(tmp_path / f"{split}.jsonl")
         Path(files[split]).write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
-    cfg = tiny.stage_configs(tmp_path / "run")["data"]
-    cfg["tokenizer"] = {"path_or_id": prepared["tokenizer"]["path_or_id"], "train_bpe_vocab": None}
-    cfg["outputs"] = {"data": str(tmp_path / "run" / "work" / "data")}
-    cfg["data"].update(source={"files": files}, text_key="body", workers=1,
-                       split_map={"train": "train", "validation": "test", "test": "validation"})
-    path = tiny.write_stage_configs(tmp_path / "run", {"data": cfg})["data"]
-    assert data.main(["--config", str(path)]) == 0
+    run = render_run(tmp_path, overrides=[
+        *CPU_OVERRIDES, f"model.tokenizer={prepared['tokenizer']['path_or_id']}",
+        f"data.source={json.dumps({'files': files})}", "data.text_key=body", "data.workers=1",
+        'data.split_map={"train": "train", "validation": "test", "test": "validation"}'])
+    cfg = stage_configs(run)["data"]
+    assert cfg["tokenizer"]["train_bpe_vocab"] is None and "tokenizer" not in cfg["outputs"]
+    assert data.main(["--config", run.layout.stage_config("data")]) == 0
     written = Path(cfg["data"]["prefixes"]["validation"]).parent
     assert [json.loads(line)["body"] for line in open(written / "validation.jsonl")] == ["test text"]
     assert [json.loads(line)["body"] for line in open(written / "test.jsonl")] == ["val text"]

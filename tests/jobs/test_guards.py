@@ -14,7 +14,7 @@ pytestmark = pytest.mark.nemo
 
 @pytest.fixture
 def parts(nemo_cpu):
-    from jobs import nemo_parts
+    from jobs.stages import nemo_parts
 
     return nemo_parts
 
@@ -48,7 +48,7 @@ def test_a_module_that_cannot_be_imported_names_the_tested_version(parts, monkey
     (False, "modelopt.torch.nas.modules.norm", "_DynamicLayerNorm"),
 ])
 def test_prune_checks_what_its_backend_calls(parts, monkeypatch, te, module, name):
-    from jobs import prune
+    from jobs.stages import prune
 
     assert set(prune.check_private_functions(te)) == {"restore", "modelopt_spec" if te else "dynamic_norm"}
     monkeypatch.delattr(importlib.import_module(module), name)
@@ -56,8 +56,10 @@ def test_prune_checks_what_its_backend_calls(parts, monkeypatch, te, module, nam
         prune.check_private_functions(te)
 
 
-def test_prune_fails_on_the_guard_before_building_anything(parts, monkeypatch):
-    from jobs import prune
+def test_prune_fails_on_the_guard_before_building_anything(parts, monkeypatch, tmp_path):
+    from jobs.contract import StageConfig
+    from jobs.stages import prune
+    from tests.rendered import render_run, stage_configs
 
     monkeypatch.delattr(importlib.import_module("nemo.collections.llm.inference.base"),
                         "_setup_trainer_and_restore_model")
@@ -67,7 +69,7 @@ def test_prune_fails_on_the_guard_before_building_anything(parts, monkeypatch):
 
     monkeypatch.setattr(prune, "build", must_not_build)
     with pytest.raises(RuntimeError, match=r"_setup_trainer_and_restore_model is missing .*nemo_toolkit==2\.7\.3"):
-        prune.run(None)
+        prune.run(StageConfig.from_json(stage_configs(render_run(tmp_path))["prune_width"]))
 
 
 def test_the_optimizer_api_of_the_installed_stack_matches(parts):

@@ -27,13 +27,14 @@ sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests/jobs"]
 import cpu_shim
 cpu_shim.install()
 import nemo.collections.llm  # noqa: F401
-from jobs import common, data, import_ckpt
-from jobs.tools import hf_roundtrip
-assert not common.te_available()  # this test is the local-spec path
+from jobs.runtime.engine import te_available
+from jobs.stages import data, import_ckpt
+from tools import hf_roundtrip
+assert not te_available()  # this test is the local-spec path
 root = sys.argv[2]
 hf_dir = hf_roundtrip.make(root + "/hf", shape=json.loads(sys.argv[3]), vocab=320)
 ckpt = root + "/nemo/model"
-import_ckpt.import_hf_source(str(hf_dir), ckpt, root + "/tok")
+import_ckpt.import_hf_source(str(hf_dir), ckpt, root + "/tok", te_spec=False)
 batch = hf_roundtrip.tokens(str(hf_dir), data.pydoc_topics_splits()["validation"])
 row = hf_roundtrip.compare("import", ckpt, str(hf_dir), batch)
 row["model_yaml"] = open(ckpt + "/context/model.yaml").read()

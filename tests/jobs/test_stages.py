@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import common
-from jobs.tools import tiny
+from jobs.contract import BY_NAME, Marker, StageConfig, StageExit, write_stage_config
+from jobs.runtime.frame import is_complete
+from tests.rendered import render_run, stage_configs
 
 pytestmark = pytest.mark.nemo
 
@@ -26,22 +27,28 @@ CPU_STAGES = ("data", "import", "finetune", "prune_width", "distill_width", "rep
 
 
 def module_for(cfg: dict):
-    return importlib.import_module("jobs." + ("import_ckpt" if cfg["kind"] == "import" else cfg["kind"]))
+    return importlib.import_module(BY_NAME[cfg["kind"]].entrypoint)
 
 
 class Pipeline:
-    """The tiny recipe's CPU stages, each run once (in order, on demand) the way the launcher calls them."""
+    """The tiny recipe's CPU stages as the launcher renders them, each run once (in order, on demand) the way
+    the launcher calls them."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.configs = tiny.stage_configs(root, cpu=True, finetune_steps=6, distill_steps=3,
-                                          micro_batch_size=2, global_batch_size=4, lr=3e-3)
-        del self.configs["report"]["report"]["stages"]["students"]["depth"]
-        del self.configs["export"]["export"]["students"]["depth"], self.configs["export"]["outputs"]["depth"]
-        self.paths = tiny.write_stage_configs(root, self.configs)
+        self.run_ = render_run(root)
+        self.configs = stage_configs(self.run_)
+        self.paths = {name: Path(self.run_.layout.stage_config(name)) for name in self.configs}
         self.stdout: dict[str, str] = {}
-        self.cwd = root.parent / "code"  # the launcher runs stages from the run's code snapshot
+        self.cwd = root / "cwd"  # the launcher runs stages from the run's code snapshot: nothing may land there
         self.cwd.mkdir()
+
+    def add(self, name: str, cfg: dict) -> Path:
+        """Another stage config beside the rendered ones (a variant of one of them), written through the contract."""
+        self.configs[name] = cfg
+        self.paths[name] = Path(self.run_.layout.stage_config(name))
+        write_stage_config(self.paths[name], StageConfig.from_json(cfg))
+        return self.paths[name]
 
     def run(self, stage: str) -> dict:
         for name in CPU_STAGES[: CPU_STAGES.index(stage) + 1]:
@@ -49,10 +56,10 @@ class Pipeline:
                 self.stdout[name] = self.call(name)
         return self.configs[stage]
 
-    def call(self, stage: str, config_path: Path | None = None) -> str:
+    def call(self, stage: str) -> str:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.chdir(self.cwd):
-            rc = module_for(self.configs[stage]).main(["--config", str(config_path or self.paths[stage])])
+            rc = module_for(self.configs[stage]).main(["--config", str(self.paths[stage])])
         assert rc == 0, f"stage {stage} exited {rc}"
         return buf.getvalue()
 
@@ -65,7 +72,7 @@ class Pipeline:
 
 @pytest.fixture(scope="session")
 def pipeline(nemo_cpu, tmp_path_factory):
-    return Pipeline(tmp_path_factory.mktemp("tiny") / "run")
+    return Pipeline(tmp_path_factory.mktemp("tiny"))
 
 
 def saved_sizes(ckpt: str) -> dict:
@@ -89,18 +96,13 @@ def test_finetune_trains_resumably_and_links_the_final_model(pipeline):
     assert final.is_symlink() and final.resolve().name.endswith("-last") and "step=" in final.resolve().name
     assert (final / "weights" / "metadata.json").exists() and (final / "context" / "io.json").exists()
     assert list(Path(cfg["outputs"]["log_dir"], "tb_logs").glob("events.out.tfevents.*"))
-    assert common.is_complete(common.StageConfig.from_json(cfg, ))
+    assert is_complete(StageConfig.from_json(cfg))
 
 
 def test_width_prune_saves_the_planned_sizes(pipeline):
-    from jobs.tools import run_tiny_pipeline
-
     cfg = pipeline.run("prune_width")
     planned = (4, cfg["prune"]["target_hidden_size"], cfg["prune"]["target_ffn_hidden_size"])
     assert saved_sizes(cfg["outputs"]["model"]) == {"config": planned, "weights": planned}
-    # The GPU driver reads the same numbers without importing NeMo.
-    driver = run_tiny_pipeline.checkpoint_shape(cfg["outputs"]["model"])
-    assert tuple(driver["config"].values()) == tuple(driver["weights"].values()) == planned
 
 
 def test_distill_trains_the_student_and_saves_it_as_itself(pipeline):
@@ -126,7 +128,8 @@ def test_report_measures_every_model_on_the_same_batches(pipeline):
     # Same validation batches as the trainers' last validation: identical numbers.
     assert losses["teacher/after_finetune"] == pytest.approx(pipeline.progress("finetune")[1][6], abs=2e-4)
     assert losses["width/after_distill"] == pytest.approx(pipeline.progress("distill_width")[1][3], abs=2e-4)
-    assert [s for s, _ in summary["curves"]["finetune"]["val_loss"]] == [2, 4, 6]
+    assert [s for s, _ in summary["curves"]["teacher"]["val_loss"]] == [2, 4, 6]
+    assert list(summary["curves"]) == ["teacher", "width"]
     assert Path(cfg["outputs"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| width | after distill |" in Path(cfg["outputs"]["summary_md"]).read_text()
 
@@ -140,8 +143,8 @@ def test_export_writes_a_hf_model_with_the_same_loss(pipeline):
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(hf_dir)
     assert (model.config.hidden_size, model.config.intermediate_size, model.config.num_hidden_layers) == (192, 512, 4)
-    texts = [json.loads(line)["text"] for line in open(Path(cfg["data"]["prefixes"]["validation"]).parent
-                                                       / "validation.jsonl")]
+    prefixes = pipeline.configs["report"]["data"]["prefixes"]
+    texts = [json.loads(line)["text"] for line in open(Path(prefixes["validation"]).parent / "validation.jsonl")]
     ids = [i for t in texts for i in tok.encode(t, add_special_tokens=False) + [tok.eos_token_id]]
     batch = torch.tensor(ids[: 128 * 16]).view(16, 128)
     with torch.no_grad():
@@ -150,37 +153,34 @@ def test_export_writes_a_hf_model_with_the_same_loss(pipeline):
     assert hf_loss == pytest.approx(nemo_loss["width/after_distill"], abs=0.15)
 
 
-def test_export_of_a_bf16_checkpoint_without_te(pipeline, monkeypatch, tmp_path):
+def test_export_of_a_bf16_checkpoint_without_te(pipeline, tmp_path):
     """Regression (GPU device): the local spec's torch RMSNorm loads bf16 weights as fp32."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from jobs import nemo_parts
-
     pipeline.run("data")
-    stage = dict(pipeline.configs["import"], stage="import_bf16",
+    bf16 = {"attention": "unfused", "precision": "bf16-mixed"}
+    stage = dict(pipeline.configs["import"], stage="import_bf16", engine=bf16,
                  outputs={"model": str(tmp_path / "bf16" / "model")})
-    export = dict(pipeline.configs["export"], stage="export_bf16",
-                  export={"students": {"bf16": stage["outputs"]["model"]}}, outputs={"bf16": str(tmp_path / "hf")})
-    paths = tiny.write_stage_configs(tmp_path, {"import_bf16": stage, "export_bf16": export})
-    monkeypatch.setattr(nemo_parts, "default_precision", lambda: "bf16-mixed")
-    pipeline.configs.update(import_bf16=stage, export_bf16=export)
-    pipeline.call("import_bf16", paths["import_bf16"])
-    pipeline.call("export_bf16", paths["export_bf16"])
+    export = dict(pipeline.configs["export"], stage="export_bf16", engine=bf16,
+                  inputs={"bf16": stage["outputs"]["model"]}, outputs={"bf16": str(tmp_path / "hf")})
+    pipeline.add("import_bf16", stage)
+    pipeline.add("export_bf16", export)
+    pipeline.call("import_bf16")
+    pipeline.call("export_bf16")
     model = AutoModelForCausalLM.from_pretrained(export["outputs"]["bf16"], dtype="auto")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
 def test_sigusr1_saves_exits_85_and_the_rerun_resumes(pipeline, monkeypatch):
-    from jobs import nemo_parts
+    from jobs.stages import nemo_parts
 
     base = pipeline.run("finetune")
     cfg = json.loads(json.dumps(base))
     work = Path(cfg["work_dir"]) / "finetune_requeue"
     cfg.update(stage="finetune_requeue", outputs={"model": str(work / "model"), "log_dir": str(work / "logs")})
     cfg["train"].update(steps=4, ckpt_every_n_steps=100, val_check_interval=4)
-    path = tiny.write_stage_configs(pipeline.root, {"finetune_requeue": cfg})["finetune_requeue"]
-    pipeline.configs["finetune_requeue"] = cfg
+    path = pipeline.add("finetune_requeue", cfg)
 
     progress_end = nemo_parts.ProgressCallback.on_train_batch_end
 
@@ -191,20 +191,21 @@ def test_sigusr1_saves_exits_85_and_the_rerun_resumes(pipeline, monkeypatch):
 
     monkeypatch.setattr(nemo_parts.ProgressCallback, "on_train_batch_end", signal_at_step_2)
     with pytest.raises(SystemExit) as exc:
-        pipeline.call("finetune_requeue", path)
-    assert exc.value.code == common.EXIT_REQUEUE
+        pipeline.call("finetune_requeue")
+    assert exc.value.code == StageExit.CONTINUE
     saved = [p.name for p in (work / "logs" / "checkpoints").glob("*-last")]
     # A checkpoint after the 2nd optimizer step (2 x GBS 4 samples), though none was due before step 100.
     assert len(saved) == 1 and "consumed_samples=8.0" in saved[0]
-    assert not common.is_complete(common.StageConfig.from_json(cfg, path=path))
+    config = StageConfig.from_json(cfg, path=path)
+    assert not is_complete(config)
     # the continue marker: the batch script requeues on it even when srun/torchrun report another code
-    assert common.marker_path(common.StageConfig.from_json(cfg, path=path), "continue").exists()
+    assert Path(config.layout.marker(config.stage, Marker.CONTINUE)).exists()
 
     monkeypatch.setattr(nemo_parts.ProgressCallback, "on_train_batch_end", progress_end)
-    out = pipeline.call("finetune_requeue", path)
+    out = pipeline.call("finetune_requeue")
     steps = sorted({int(s) for s, *_ in PROGRESS.findall(out)})
     assert steps == [3, 4]  # resumed after the saved step, not from scratch
-    assert common.is_complete(common.StageConfig.from_json(cfg, path=path))
+    assert is_complete(config)
 
 
 def test_stages_write_nothing_into_the_working_directory(pipeline):
@@ -221,7 +222,7 @@ def planned(cfg: dict, **parallel) -> dict:
 def test_finetune_objects_follow_the_plan(pipeline):
     from nemo.lightning.pytorch.callbacks import PreemptionCallback
 
-    from jobs import finetune, nemo_parts
+    from jobs.stages import finetune, nemo_parts
 
     pipeline.run("import")
     raw = planned(pipeline.configs["finetune"], nodes=2, gpus_per_node=4, tp=2, pp=2, cp=1, dp=2,
@@ -230,8 +231,7 @@ def test_finetune_objects_follow_the_plan(pipeline):
     raw["train"].update(steps=30, lr=1e-4, min_lr=1e-5, warmup_steps=2, val_check_interval=10,
                         limit_val_batches=5, ckpt_every_n_steps=10, weight_decay=0.1, adam_beta2=0.95, clip_grad=1.0,
                         seq_length=64, recompute="full")
-    cfg = common.StageConfig.from_json(raw, )
-    plan = finetune.build(cfg)
+    plan = finetune.build(StageConfig.from_json(raw))
     s = plan.trainer.strategy
     assert (s.tensor_model_parallel_size, s.pipeline_model_parallel_size, s.context_parallel_size,
             s.sequence_parallel) == (2, 2, 1, True)
@@ -240,8 +240,9 @@ def test_finetune_objects_follow_the_plan(pipeline):
     assert (t.max_steps, t.val_check_interval, t.limit_val_batches, t.num_nodes, t.num_devices) == (30, 10, 5, 2, 4)
     assert (plan.data.micro_batch_size, plan.data.global_batch_size, plan.data.seq_length) == (2, 16, 64)
     assert plan.data.__io__.paths == {r: [p] for r, p in raw["data"]["prefixes"].items()}
-    assert plan.data.create_attention_mask is not common.te_available()
+    assert plan.data.create_attention_mask is True  # the plan's engine is unfused: megatron-core's local spec
     assert plan.model.config.seq_length == 64 and plan.model.config.apply_rope_fusion is False
+    assert plan.model.config.transformer_layer_spec is nemo_parts.unfused_overrides()["transformer_layer_spec"]
     assert (plan.model.config.recompute_granularity, plan.model.config.recompute_method) == ("full", "uniform")
     o = plan.optim.config
     assert (o.lr, o.min_lr, o.weight_decay, o.adam_beta2, o.clip_grad, o.use_distributed_optimizer) == \
@@ -257,11 +258,11 @@ def test_finetune_objects_follow_the_plan(pipeline):
 
 @pytest.mark.parametrize("stage", ["prune_depth", "prune_width"])
 def test_prune_objects_follow_the_plan(pipeline, stage):
-    from jobs import prune
+    from jobs.stages import prune
 
     pipeline.run("finetune")
     raw = planned(pipeline.configs[stage], gpus_per_node=4, pp=4, dp=1)
-    plan = prune.build(common.StageConfig.from_json(raw, ))
+    plan = prune.build(StageConfig.from_json(raw))
     s = plan.trainer.strategy
     assert (s.tensor_model_parallel_size, s.pipeline_model_parallel_size, s.sequence_parallel) == (1, 4, False)
     steps = raw["prune"]["num_train_samples"] // raw["batch"]["micro_batch_size"]
@@ -278,16 +279,17 @@ def test_distill_objects_follow_the_plan(pipeline):
     import yaml
     from nemo.collections.llm.modelopt import DistillationGPTModel
 
-    from jobs import distill
+    from jobs.stages import distill
 
     pipeline.run("prune_width")
     raw = planned(pipeline.configs["distill_width"], gpus_per_node=2, tp=2, dp=1, sequence_parallel=True)
     raw["distill"].update(kd_loss_scale=2.0, skip_lm_loss=False)
-    raw["student_shape"] = {"num_layers": 4, "hidden_size": 256}  # the teacher's width: a miswired student
+    assert raw["student_shape"]["hidden_size"] == 192
+    raw["student_shape"].update(hidden_size=256)  # the teacher's width: a miswired student
     with pytest.raises(ValueError, match="hidden_size=192, plan says 256"):
-        distill.build(common.StageConfig.from_json(raw, ))
-    raw["student_shape"].update(hidden_size=192, ffn_hidden_size=512)
-    plan = distill.build(common.StageConfig.from_json(raw, ))
+        distill.build(StageConfig.from_json(raw))
+    raw["student_shape"].update(hidden_size=192)
+    plan = distill.build(StageConfig.from_json(raw))
     assert isinstance(plan.model, DistillationGPTModel)
     assert plan.model._teacher_ckpt_path == raw["inputs"]["teacher"]
     assert plan.model.config.hidden_size == 192 and plan.model._teacher_config.hidden_size == 256
@@ -305,7 +307,7 @@ def test_checkpoint_loads_allow_only_te_extra_state_to_be_absent():
     from a ModelOpt-spec checkpoint is fine (the GPU failure), any other missing tensor still fails."""
     from megatron.core.dist_checkpointing.validation import StrictHandling, maybe_report_missing_and_unexpected_keys
 
-    from jobs import nemo_parts
+    from jobs.stages import nemo_parts
 
     assert nemo_parts.ckpt_load_strictness() is StrictHandling.LOG_ALL
     extra = {"module.decoder.final_layernorm._extra_state/shard_0_1",

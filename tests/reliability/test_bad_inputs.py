@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.errors import UserError
+from launcher.core.errors import UserError
 from tests.conftest import run_cli
 from tests.reliability.conftest import CORPUS
 
@@ -122,9 +122,9 @@ def test_control_good_inputs_reach_slurm_and_trip_the_wire(sandbox):
 
 def _first_error(case: dict, sandbox, monkeypatch) -> UserError | None:
     """The error the launcher gives for `case` at load or plan time, found in-process."""
-    from launcher.planner import make_plan
-    from launcher.profile import load_profile
-    from launcher.recipe import load_recipe
+    from launcher.planning.planner import make_plan
+    from launcher.config.profile import load_profile
+    from launcher.config.recipe import load_recipe
 
     args, _ = _arguments(case, sandbox)
     for name, value in {**sandbox.env, **{k: sandbox.substitute(v) for k, v in case.get("env", {}).items()}}.items():

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 
-from launcher.errors import ExitCode
-from launcher.registry import Run, RunRecord, StageRecord, write_json
+from launcher.core.errors import ExitCode
+from launcher.runs.registry import Run, RunRecord, StageRecord, write_json
 from tests.conftest import REPO, run_cli
 
 
@@ -44,7 +44,7 @@ def test_two_resumes_at_once_one_proceeds_the_other_is_busy(sandbox):
     env = dict(sandbox.env)
     env["PATH"] = f"{_fake_slurm(sandbox)}{os.pathsep}{env['PATH']}"
     run = sandbox.dry_run(env)
-    first = subprocess.Popen([sys.executable, "-m", "launcher.cli", "resume", run["run_id"]],
+    first = subprocess.Popen([sys.executable, "-m", "launcher.app.cli", "resume", run["run_id"]],
                              env={**os.environ, **env, "PYTHONPATH": REPO}, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

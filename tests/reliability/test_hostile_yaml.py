@@ -9,19 +9,21 @@ checked to change the good text, and the good inputs to load, so no case can pas
 from __future__ import annotations
 
 import os
-import time
+import tracemalloc
 
 import pytest
 
-from launcher.errors import UserError
-from launcher.profile import load_profile
-from launcher.recipe import load_recipe, stage_graph
+from launcher.core.errors import UserError
+from launcher.config.profile import load_profile
+from launcher.config.recipe import load_recipe, stage_graph
 from tests.reliability.conftest import CORPUS
 
 TOKEN = "hf_Zq8xVw3LmN0pRt5sUy7KbC2dEf4GhJ6a"  # fake, shaped like a Hugging Face token
 GOOD_PROFILE = (CORPUS / "good" / "profile.yaml").read_text()
 GOOD_RECIPE = (CORPUS / "good" / "recipe.yaml").read_text()
-FAST_S = 1.0
+# Bounded work, measured as memory rather than time (speed lives in benchmarks/input_gate.py): a
+# refusal allocates at most this much, however large or self-multiplying the input.
+MAX_REFUSAL_BYTES = 48 * 1024 * 1024
 MAX_MESSAGE = 600  # path of the temp file included; the values quoted in it are cut to 60
 
 
@@ -62,20 +64,31 @@ def _load(tmp_path, kind: str, mutate=None, overrides=(), raw: bytes | None = No
     recipe.write_text(rtext)
     if raw is not None:
         (profile if kind == "profile" else recipe).write_bytes(raw)
-    started = time.perf_counter()
     try:
         recipe_obj = load_recipe(str(recipe), list(overrides))
         load_profile(str(profile))
     except UserError as exc:
-        return exc, time.perf_counter() - started, (profile if kind == "profile" else recipe)
-    return recipe_obj, time.perf_counter() - started, None
+        return exc, (profile if kind == "profile" else recipe)
+    return recipe_obj, None
+
+
+def peak_bytes(call) -> tuple[object, int]:
+    """What `call()` returned (or the UserError it raised) and the most memory it held at once (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        try:
+            result = call()
+        except UserError as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def _refused(tmp_path, kind, mutate=None, *, key, says, overrides=(), raw=None, line=None, secret=TOKEN):
-    error, seconds, path = _load(tmp_path, kind, mutate, overrides, raw)
+    error, path = _load(tmp_path, kind, mutate, overrides, raw)
     assert isinstance(error, UserError), f"accepted: {error!r}"
     message = str(error)
-    assert seconds < FAST_S, f"{seconds:.2f} s: {message}"
     assert key is ... or error.key == key, message
     assert says in message, message
     assert len(message) <= MAX_MESSAGE, len(message)
@@ -92,9 +105,8 @@ def _refused(tmp_path, kind, mutate=None, *, key, says, overrides=(), raw=None, 
 
 
 def test_controls_the_good_files_load(tmp_path):
-    recipe, seconds, _ = _load(tmp_path, "profile")
+    recipe, _ = _load(tmp_path, "profile")
     assert not isinstance(recipe, UserError), recipe
-    assert seconds < FAST_S
 
 
 # -- 1. bytes: control characters, raw or escaped, in keys and values ------------------------------
@@ -145,7 +157,7 @@ def test_raw_escape_where_yaml_cannot_parse_still_names_the_line(tmp_path):
 
 
 def test_tab_and_newline_stay_allowed_in_free_text(tmp_path):
-    recipe, _, _ = _load(tmp_path, "recipe", _append('description: "two\\tcolumns\\nand two lines"\n'))
+    recipe, _ = _load(tmp_path, "recipe", _append('description: "two\\tcolumns\\nand two lines"\n'))
     assert recipe.description == "two\tcolumns\nand two lines"
 
 
@@ -192,11 +204,9 @@ def test_a_50_mb_profile_is_refused_without_reading_it(tmp_path):
     path = tmp_path / "huge.yaml"
     with open(path, "wb") as handle:
         handle.truncate(50 * 1024 * 1024)
-    started = time.perf_counter()
-    with pytest.raises(UserError) as info:
-        load_profile(str(path))
-    assert time.perf_counter() - started < 0.2
-    assert "larger than 1024 KiB" in str(info.value) and len(str(info.value)) < 200
+    error, peak = peak_bytes(lambda: load_profile(str(path)))
+    assert isinstance(error, UserError) and peak < 4 * 1024 * 1024, peak  # a 50 MB read would show
+    assert "larger than 1024 KiB" in str(error) and len(str(error)) < 200
 
 
 def _laughs(levels: int, fanout: int) -> str:
@@ -226,13 +236,10 @@ def test_resource_bombs_are_refused_fast(tmp_path, name):
     text = BOMBS[name]
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
-    started = time.perf_counter()
-    with pytest.raises(UserError) as info:
-        load_recipe(str(path))
-    seconds = time.perf_counter() - started
-    print(f"{name}: {len(text)} bytes refused in {seconds * 1000:.0f} ms: {info.value}")
-    assert seconds < FAST_S, f"{name}: {seconds:.2f} s"
-    assert len(str(info.value)) <= MAX_MESSAGE
+    error, peak = peak_bytes(lambda: load_recipe(str(path)))
+    assert isinstance(error, UserError), f"{name} accepted"
+    assert peak < MAX_REFUSAL_BYTES, f"{name}: {peak / 2 ** 20:.0f} MiB held while refusing it"
+    assert len(str(error)) <= MAX_MESSAGE
 
 
 def test_laughs_in_an_override_are_refused_fast(tmp_path):
@@ -335,7 +342,7 @@ def test_secrets_in_overrides_are_never_shown(tmp_path, override, key):
 @pytest.mark.parametrize("port, ok", [(1023, False), (1024, True), (29500, True), (64535, True), (64536, False),
                                       (65000, False), (65535, False)])
 def test_master_port_leaves_room_for_the_job_id_offset(tmp_path, port, ok):
-    result, _, _ = _load(tmp_path, "profile", _append(f"master_port: {port}\n"))
+    result, _ = _load(tmp_path, "profile", _append(f"master_port: {port}\n"))
     assert isinstance(result, UserError) != ok, result
     if not ok:
         assert result.key == "master_port"
@@ -351,7 +358,7 @@ def test_a_mount_that_hides_job_dir_is_refused(tmp_path, destination):
 
 
 def test_a_mount_beside_job_dir_is_fine(tmp_path):
-    result, _, _ = _load(tmp_path, "profile", _replace_key("mounts", f"mounts: ['/data:{tmp_path}/jobs-data']"))
+    result, _ = _load(tmp_path, "profile", _replace_key("mounts", f"mounts: ['/data:{tmp_path}/jobs-data']"))
     assert not isinstance(result, UserError), result
 
 
@@ -362,7 +369,7 @@ def test_stages_that_cannot_be_skipped_refuse_enabled_false(tmp_path, kind):
 
 
 def test_report_and_export_honour_enabled(tmp_path):
-    recipe, _, _ = _load(tmp_path, "recipe", overrides=["stages.report.enabled=false",
+    recipe, _ = _load(tmp_path, "recipe", overrides=["stages.report.enabled=false",
                                                          "stages.export.enabled=true"])
     names = [node.name for node in stage_graph(recipe)]
     assert "report" not in names and "export" in names
@@ -380,13 +387,13 @@ def test_merge_keys_are_supported_and_the_override_wins(tmp_path):
                   "  distill: {steps: 10, micro_batch_size: 4, global_batch_size: 32}",
                   "stages:\n  finetune: &train {steps: 10, micro_batch_size: 4, global_batch_size: 32}\n"
                   "  distill:\n    <<: *train\n    steps: 20")
-    recipe, _, _ = _load(tmp_path, "recipe", mutate)
+    recipe, _ = _load(tmp_path, "recipe", mutate)
     assert not isinstance(recipe, UserError), recipe
     assert recipe.stages["distill"].steps == 20 and recipe.stages["distill"].global_batch_size == 32
 
 
 def test_merge_of_a_list_the_first_mapping_wins(tmp_path):
-    from launcher.yamlfile import load_yaml_text
+    from launcher.config.yamlfile import load_yaml_text
 
     data = load_yaml_text("a: &a {x: 1}\nb: &b {x: 2, y: 2}\nc: {<<: [*a, *b], z: 3}\n", "f").data
     assert data["c"] == {"x": 1, "y": 2, "z": 3}
@@ -402,7 +409,7 @@ def test_a_key_written_twice_beside_a_merge_is_still_a_duplicate(tmp_path):
     ("301", False, "at most 300"), ("8", True, ""), ("139", True, ""), ("288", True, ""),
 ])
 def test_gpu_memory_is_in_the_range_of_real_cards(tmp_path, value, ok, says):
-    result, _, _ = _load(tmp_path, "profile", _sub("memory_gib: 80", f"memory_gib: {value}"))
+    result, _ = _load(tmp_path, "profile", _sub("memory_gib: 80", f"memory_gib: {value}"))
     assert isinstance(result, UserError) != ok, result
     if not ok:
         assert result.key == "gpu.memory_gib" and says in str(result), result
@@ -425,7 +432,7 @@ def test_leading_zero_in_an_override_is_refused(tmp_path):
 @pytest.mark.parametrize("text, value", [("cpus_per_node: 0\n", 0), ("cpus_per_node: 112\n", 112),
                                          ('mem_per_node: "0112"\n', "0112")])
 def test_plain_and_quoted_numbers_still_load(tmp_path, text, value):
-    result, _, _ = _load(tmp_path, "profile", _append(text))
+    result, _ = _load(tmp_path, "profile", _append(text))
     assert not isinstance(result, UserError), result
     profile = load_profile(str(tmp_path / "profile.yaml"))
     assert getattr(profile, text.split(":")[0]) == value
@@ -434,7 +441,7 @@ def test_plain_and_quoted_numbers_still_load(tmp_path, text, value):
 # -- 6. the bundled profiles keep runs out of shared directories ----------------------------------
 
 def test_no_bundled_profile_puts_runs_in_a_shared_world_writable_place():
-    from launcher.profile import PROFILE_DIR
+    from launcher.config.profile import PROFILE_DIR
 
     for name in sorted(os.listdir(PROFILE_DIR)):
         profile = load_profile(os.path.join(PROFILE_DIR, name))

@@ -22,12 +22,12 @@ import yaml
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from launcher.errors import UserError
-from launcher.planner import make_plan
-from launcher.prepare import Inputs, render_run_files
-from launcher.profile import load_profile
-from launcher.recipe import RECIPE_DIR, load_recipe
-from launcher.registry import new_run_id, runs_root
+from launcher.core.errors import UserError
+from launcher.planning.planner import make_plan
+from launcher.runs.prepare import Inputs, render_run_files
+from launcher.config.profile import load_profile
+from launcher.config.recipe import RECIPE_DIR, load_recipe
+from launcher.runs.registry import new_run_id, runs_root
 from jobs.contract import RunLayout
 
 WORK = Path(tempfile.mkdtemp(prefix="mt-inject-"))
@@ -49,8 +49,8 @@ PROFILE_FIELDS = ["env_value", "env_name", "env_name_value", "mount", "job_dir",
                   "timeouts_key", "gpu_model"]
 RECIPE_FIELDS = ["name", "pruning_name", "student_name", "entrypoint", "stage_partition", "model_source",
                  "text_key", "hf_dataset", "tokenizer", "nemo_config", "override", "override_value"]
-VERBATIM_IN_CONFIG = {  # field → where the value lands in stages/data.json
-    "text_key": lambda c: c["data"]["text_key"], "hf_dataset": lambda c: c["data"]["source"]["hf_dataset"],
+VERBATIM_IN_CONFIG = {  # field → where the value lands in stages/import.json (it reads model, tokenizer)
+    "text_key": lambda c: c["text_key"], "hf_dataset": lambda c: c["source"]["hf_dataset"],
     "tokenizer": lambda c: c["tokenizer"]["path_or_id"], "nemo_config": lambda c: c["model"]["nemo_config"],
     "model_source": lambda c: c["model"]["source"],
 }
@@ -226,7 +226,9 @@ def check_input(field: str, value: str, executor: str) -> str:
         config = json.loads(files[f"stages/{stage.name}.json"])
         assert config["run_dir"] == paths.run_dir
     if field in VERBATIM_IN_CONFIG:
-        config = json.loads(files["stages/data.json"])
+        config = json.loads(files["stages/import.json"])
+        config["text_key"], config["source"] = (json.loads(files["stages/data.json"])["data"][k]
+                                                for k in ("text_key", "source"))
         expected = f"hf://{value}" if field == "model_source" else value
         assert VERBATIM_IN_CONFIG[field](config) == expected
     if field != "python" and not (field == "image" and executor == "local"):  # no docker here
@@ -288,7 +290,7 @@ def test_paths_with_odd_characters_survive_sbatch_and_mount_syntax(field, value,
 
 def test_the_checks_catch_an_unquoted_value(monkeypatch):
     """Control: with shell quoting switched off, the same checks see the injection."""
-    import launcher.render as render
+    import launcher.rendering.scripts as render
 
     original = render._environment
 

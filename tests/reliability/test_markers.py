@@ -1,6 +1,6 @@
 """Markers decide a stage's state when Slurm has forgotten its job (MinJobAge) and keeps no record.
 
-launcher.status with no Slurm information at all (an empty QueryResult), and the whole `minitron status` with
+launcher.runs.status with no Slurm information at all (an empty QueryResult), and the whole `minitron status` with
 Slurm clients that know nothing (squeue: invalid job id; sacct: accounting disabled; the jobcomp
 log empty), must still say DONE / FAILED (with the exit code) / INCOMPLETE / LOST / CANCELLED
 correctly from the marker files.
@@ -12,9 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from launcher.executors.base import QueryResult
-from launcher.registry import open_run
-from launcher.status import run_report
+from launcher.backends.base import QueryResult
+from launcher.runs.registry import open_run
+from launcher.runs.status import run_report
 from tests.conftest import run_cli
 
 EXPECTED = {  # stage → (state, exit code)

@@ -80,7 +80,7 @@ def test_a_minitron_home_writable_by_others_is_refused(sandbox):
 
 
 def test_under_umask_000_everything_created_is_private(sandbox):
-    code = ("import os, sys; os.umask(0); sys.path.insert(0, sys.argv[1]); from launcher.cli import main; "
+    code = ("import os, sys; os.umask(0); sys.path.insert(0, sys.argv[1]); from launcher.app.cli import main; "
             "sys.exit(main(sys.argv[2:]))")
     from tests.reliability.conftest import CORPUS
     proc = subprocess.run([sys.executable, "-c", code, REPO, "submit", "--dry-run", "--json", "--profile",
@@ -188,8 +188,8 @@ def test_values_printed_to_the_terminal_are_escaped(sandbox):
 
 
 def test_an_unexpected_error_is_one_line_and_its_traceback_only_on_request(sandbox):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import launcher.commands as c; "
-            "c.cmd_plan = lambda args: 1 / 0; from launcher.cli import main; sys.exit(main(['plan']))")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import launcher.app.commands as c; "
+            "c.cmd_plan = lambda args: 1 / 0; from launcher.app.cli import main; sys.exit(main(['plan']))")
     proc = subprocess.run([sys.executable, "-c", code, REPO], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 70 and proc.stderr.count("\n") == 1, proc.stderr
     assert "internal error: ZeroDivisionError" in proc.stderr and "Traceback" not in proc.stderr
@@ -201,7 +201,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_only_on_request(sandb
 def test_runs_lists_every_run_when_slurm_does_not_answer(sandbox):
     """Slurm down (every client a failing tripwire): `runs` still lists each run, settled ones by their
     markers, live ones as UNKNOWN with Slurm's message, and exits 0."""
-    from launcher.registry import open_run
+    from launcher.runs.registry import open_run
 
     rendered = sandbox.dry_run(sandbox.env)
     queued = sandbox.dry_run(sandbox.env)

@@ -31,6 +31,7 @@ attempt=${SLURM_RESTART_COUNT:-0}
 write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
+# started marker: job_id host time attempt
 write_marker prune_width.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
 rm -f "$markers"/prune_width.finished "$markers"/prune_width.continue "$markers"/prune_width.failed
 
@@ -47,7 +48,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmi2 \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,TORCH_NCCL_AVOID_RECORD_STREAMS \
-    python -m jobs.task jobs.prune --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/prune_width.json
+    python -m jobs.runtime.task jobs.stages.prune --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/prune_width.json
 rc=$?
 # Complete during this attempt (its complete marker is newer than this attempt's started marker): the stage
 # is done whatever the exit code says. A time-limit signal, the stall watchdog or a rank killed during

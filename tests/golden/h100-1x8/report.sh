@@ -1,7 +1,7 @@
 #!/bin/bash
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report)
-# plan: 1 node(s) x 8 GPU(s), TP=1 PP=1 CP=1 DP=8, MBS=1 GBS=128
-# why: TP=1 PP=1 DP=8: validation loss of 6 models on 5 batches of 128, then plots from the trainers' TensorBoard logs
+# plan: 1 node(s) x 8 GPU(s), TP=1 PP=1 CP=1 DP=8, MBS=4 GBS=128
+# why: TP=1 PP=1 DP=8 MBS=4: validation loss of 6 models on 5 batches of 128, then plots from the trainers' TensorBoard logs
 #SBATCH --job-name=report.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:report
 #SBATCH --nodes=1
@@ -33,6 +33,7 @@ attempt=${SLURM_RESTART_COUNT:-0}
 write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
+# started marker: job_id host time attempt
 write_marker report.started "$SLURM_JOB_ID $(hostname) $(date +%s) $attempt"
 rm -f "$markers"/report.finished "$markers"/report.continue "$markers"/report.failed
 
@@ -49,7 +50,7 @@ srun --kill-on-bad-exit=1 --wait=60 --mpi=pmix \
     --container-workdir=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code \
     --no-container-mount-home \
     --container-env=HF_HOME,HF_TOKEN,MASTER_ADDR,MASTER_PORT,MINITRON_RUN_DIR,MINITRON_STAGE,NCCL_NVLS_ENABLE,PYTORCH_CUDA_ALLOC_CONF,TORCH_NCCL_AVOID_RECORD_STREAMS \
-    python -m jobs.task jobs.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json
+    python -m jobs.runtime.task jobs.stages.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json
 rc=$?
 # Complete during this attempt (its complete marker is newer than this attempt's started marker): the stage
 # is done whatever the exit code says. A time-limit signal, the stall watchdog or a rank killed during

@@ -18,6 +18,7 @@ attempt=${MINITRON_ATTEMPT:-0}
 write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
+# started marker: job_id host time attempt
 write_marker data.started "${MINITRON_JOB_ID:-local-$$} $(hostname) $(date +%s) $attempt"
 rm -f "$markers"/data.finished "$markers"/data.continue "$markers"/data.failed
 export MASTER_ADDR=127.0.0.1
@@ -25,7 +26,7 @@ export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
 echo "minitron: stage data attempt $attempt on $(hostname)"
 
 cd /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code || exit 1
-python -m jobs.task jobs.data --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json &
+python -m jobs.runtime.task jobs.stages.data --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/data.json &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 trap 'kill -USR1 "$child" 2>/dev/null' USR1

@@ -18,6 +18,7 @@ attempt=${MINITRON_ATTEMPT:-0}
 write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
+# started marker: job_id host time attempt
 write_marker finetune.started "${MINITRON_JOB_ID:-local-$$} $(hostname) $(date +%s) $attempt"
 rm -f "$markers"/finetune.finished "$markers"/finetune.continue "$markers"/finetune.failed
 export CUDA_VISIBLE_DEVICES=${MINITRON_GPUS:-}
@@ -26,7 +27,7 @@ export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
 echo "minitron: stage finetune attempt $attempt on $(hostname) GPUs ${CUDA_VISIBLE_DEVICES:-none}"
 
 cd /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code || exit 1
-python -m torch.distributed.run --standalone --nproc-per-node=1 -m jobs.task jobs.finetune --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/finetune.json &
+python -m torch.distributed.run --standalone --nproc-per-node=1 -m jobs.runtime.task jobs.stages.finetune --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/finetune.json &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 trap 'kill -USR1 "$child" 2>/dev/null' USR1

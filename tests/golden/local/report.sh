@@ -1,7 +1,7 @@
 #!/bin/bash
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report) | local executor
-# plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1, MBS=1 GBS=8
-# why: TP=1 PP=1 DP=1: validation loss of 6 models on 4 batches of 8, then plots from the trainers' TensorBoard logs
+# plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1, MBS=4 GBS=8
+# why: TP=1 PP=1 DP=1 MBS=4: validation loss of 6 models on 4 batches of 8, then plots from the trainers' TensorBoard logs
 # The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
 # MINITRON_GPUS to the GPUs it assigned.
 set -uo pipefail
@@ -18,6 +18,7 @@ attempt=${MINITRON_ATTEMPT:-0}
 write_marker() {  # atomic: temp file + rename
     printf '%s\n' "$2" > "$markers/.$1.$$" && mv -f "$markers/.$1.$$" "$markers/$1"
 }
+# started marker: job_id host time attempt
 write_marker report.started "${MINITRON_JOB_ID:-local-$$} $(hostname) $(date +%s) $attempt"
 rm -f "$markers"/report.finished "$markers"/report.continue "$markers"/report.failed
 export CUDA_VISIBLE_DEVICES=${MINITRON_GPUS:-}
@@ -26,7 +27,7 @@ export MASTER_PORT=${MINITRON_MASTER_PORT:-29500}
 echo "minitron: stage report attempt $attempt on $(hostname) GPUs ${CUDA_VISIBLE_DEVICES:-none}"
 
 cd /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/code || exit 1
-python -m torch.distributed.run --standalone --nproc-per-node=1 -m jobs.task jobs.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json &
+python -m torch.distributed.run --standalone --nproc-per-node=1 -m jobs.runtime.task jobs.stages.report --config /home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/stages/report.json &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 trap 'kill -USR1 "$child" 2>/dev/null' USR1

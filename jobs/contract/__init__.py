@@ -1,0 +1,31 @@
+"""The launcher ↔ jobs contract, written down once (docs/stage-config.md). Standard library only.
+
+Both sides import this package and nothing else of each other: the launcher (login node, no torch)
+writes stage configs and reads markers and progress lines through it; the jobs (inside the
+container) read stage configs and write markers and progress lines through it. It holds the stage
+kinds (kinds.py), the run directory's layout (layout.py), the marker files (markers.py), the exit
+codes (exits.py), the progress line (progress.py), the typed, versioned stage config (config.py)
+and the safe file reads and writes they share (files.py).
+"""
+
+from .config import (ATTENTION, DATA_ROLES, PRECISIONS, PRUNE_TARGETS, SCHEMA_VERSION, SECTION_KEYS, ConfigError,
+                     StageConfig, read_stage_config, seq_length, stage_config_text, validate, write_stage_config)
+from .exits import CONTINUE_SIGNAL, StageExit
+from .files import read_bounded, write_json_atomic, write_text_atomic
+from .kinds import (BY_NAME, KINDS, PIPELINE_KINDS, PROBE, VARIANT, Estimate, Input, Output, Per, Resources,
+                    StageKind, kind, stage_name)
+from .layout import RunLayout
+from .markers import (MAX_EXCEPTION_CHARS, PER_ATTEMPT_MARKERS, STARTED_FIELDS, Failure, Marker, Markers, Started,
+                      parse_finished, parse_started, read_markers, write_complete, write_continue, write_failure)
+from .progress import PROGRESS_TAG, Progress, last_progress, note_progress, parse_progress, progress_line
+
+__all__ = [
+    "ATTENTION", "BY_NAME", "CONTINUE_SIGNAL", "DATA_ROLES", "KINDS", "MAX_EXCEPTION_CHARS", "PER_ATTEMPT_MARKERS",
+    "PIPELINE_KINDS", "PRECISIONS", "PROBE", "PROGRESS_TAG", "PRUNE_TARGETS", "SCHEMA_VERSION", "SECTION_KEYS",
+    "STARTED_FIELDS", "VARIANT", "ConfigError", "Estimate", "Failure", "Input", "Marker", "Markers", "Output", "Per",
+    "Progress", "Resources", "RunLayout", "StageConfig", "StageExit", "StageKind", "Started", "kind",
+    "last_progress", "note_progress", "parse_finished", "parse_progress", "parse_started", "progress_line",
+    "read_bounded", "read_markers", "read_stage_config", "seq_length", "stage_config_text", "stage_name",
+    "validate", "write_complete", "write_continue", "write_failure", "write_json_atomic", "write_stage_config",
+    "write_text_atomic",
+]

@@ -1,1 +1,0 @@
-"""Helpers around the stage jobs: the tiny recipe's stage configs and the GPU smoke driver."""

@@ -1,0 +1,1 @@
+"""What people and scripts call: the CLI, its commands, the tables, checks and the container probe."""

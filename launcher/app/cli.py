@@ -1,0 +1,148 @@
+"""`minitron`: the command line. Thin: parse arguments, call one command, print for people or --json.
+
+The commands module is imported only once a command runs, so `minitron --help` loads nothing heavy.
+Every error leaves as one line and an ExitCode (launcher/core/errors.py); an unexpected exception too
+(its traceback only with MINITRON_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from .. import __version__
+from ..core.errors import ExitCode, LauncherError, one_line
+
+
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", "-p", metavar="FILE|NAME",
+                        help="cluster profile (default: $MINITRON_PROFILE or h100-1x8)")
+    parser.add_argument("--recipe", "-r", metavar="FILE|NAME", help="pipeline recipe (default: minitron-8b-wikitext)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. stages.distill.steps=300 (repeatable)")
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.5 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.5 and 3600 seconds, got {text}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 1 <= value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 604800 seconds, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with ExitCode.USAGE and a one-line, escaped message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"minitron: error: {one_line(message)}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="minitron",
+                     description="Plan, submit and watch the Minitron prune+distill pipeline on Slurm.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="plan every stage: nodes, parallelism, batches, memory, time")
+    _add_inputs(p)
+    p.add_argument("--json", action="store_true", help="machine-readable plan")
+
+    p = sub.add_parser("submit", help="render the run and submit the stage graph")
+    _add_inputs(p)
+    p.add_argument("--dry-run", action="store_true", help="write the run directory and scripts, submit nothing")
+    p.add_argument("--smoke", action="store_true",
+                   help="the bundled tiny recipe on this profile, every stage on one node, short limits: "
+                        "is the cluster ready for the real recipe?")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("status", help="where is my run? one row per stage")
+    p.add_argument("run", nargs="?", help="run id or directory (default: the newest)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", nargs="?", const=10.0, type=_interval, metavar="SECONDS",
+                   help="refresh until the run is no longer live (default every 10 s)")
+
+    p = sub.add_parser("runs", help="every run and its live state, newest first")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("logs", help="print or follow a stage's log")
+    p.add_argument("run")
+    p.add_argument("stage", nargs="?", help="default: the last stage that started")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=50)
+
+    p = sub.add_parser("cancel", help="cancel a run, or one stage and everything downstream")
+    p.add_argument("run")
+    p.add_argument("stage", nargs="?")
+
+    p = sub.add_parser("resume", help="resubmit failed/cancelled stages and their dependents")
+    p.add_argument("run")
+
+    p = sub.add_parser("check", help="check a profile against the cluster")
+    p.add_argument("--profile", "-p", metavar="FILE|NAME")
+    p.add_argument("--probe", action="store_true",
+                   help="also run one short job per image and partition that reports what the container offers")
+    p.add_argument("--timeout", type=_timeout, default=600.0, metavar="SECONDS",
+                   help="how long --probe waits for its jobs (default 600)")
+    p.add_argument("--json", action="store_true", help="the checks and the probe's whole report as JSON")
+
+    p = sub.add_parser("calibrate", help="record finished runs' measured stage times for the planner's estimates")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="default: every DONE run not recorded yet")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="show a run's validation-loss report")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(f"minitron-launcher {__version__}")
+        return ExitCode.OK
+    if not args.command:
+        parser.print_help()
+        return ExitCode.USAGE
+    try:
+        from . import commands  # deferred: `minitron --help` loads argparse and the errors module only
+        handler: Callable[[argparse.Namespace], int] = getattr(commands, f"cmd_{args.command}")
+        return int(handler(args))
+    except LauncherError as exc:
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # `minitron plan --json | head`
+        sys.stderr.close()
+        return ExitCode.OK
+    except Exception as exc:  # noqa: BLE001 - the last-resort guard: one line, never a traceback
+        if os.environ.get("MINITRON_DEBUG"):
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} (rerun with MINITRON_DEBUG=1 for the traceback, "
+               f"and please report it)")
+        return ExitCode.INTERNAL
+
+
+def _error(message: str) -> None:
+    print(f"minitron: error: {one_line(message)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""What a container probe (jobs/probe.py) found, against what the stage jobs need: one `Problem` per finding.
+
+`STACKS` is the compatibility table: the software stacks the jobs ran on (`tested`) and the stack the
+pinned container carries per NVIDIA's release table (listed, never run here). `compare` turns one probe
+report into problems, each with what to change: FAIL for what will break a stage (exit 1 from
+`minitron check --probe`), warn for what is untested or only limits what a run can do. Pure functions
+over the report's JSON; no I/O, unit-tested on canned reports (tests/test_compat.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Sequence
+
+from jobs.contract import BY_NAME, PIPELINE_KINDS
+
+CONTAINER = "nvcr.io#nvidia/nemo:26.02"
+ALL_KINDS = tuple(k.name for k in PIPELINE_KINDS)
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    tested: bool                  # the jobs ran on it (evidence says where); else only listed
+    nemo: str                     # version prefixes: "2.7.3" matches 2.7.3 and 2.7.3rc1; "0.16" any 0.16.x
+    megatron_core: str
+    modelopt: str
+    transformer_engine: tuple[str, ...]   # TE versions it covers; "absent" = without TE
+    torch: Optional[str]
+    evidence: str
+
+
+STACKS: tuple[Stack, ...] = (
+    Stack("CPU tests (.venv, requirements-jobs.txt)", True, "2.7.3", "0.15.3", "0.37", ("absent",), "2.13",
+          "tests/jobs on the CPU, every stage for real (docs/jobs.md, Tests)"),
+    Stack("GPU device (1 x H200, no container)", True, "2.7.3", "0.15.3", "0.37", ("absent", "2.12"), "2.11",
+          "the tiny recipe through minitron submit with and without TE (docs/jobs.md, GPU device)"),
+    Stack("nemo:26.02 container", False, "2.7.0", "0.16", "0.41", ("2.12",), None,
+          "NVIDIA's container release table; the jobs have not run on it"),
+)
+TESTED = next(s for s in STACKS if s.tested)
+
+# Combinations known to break a stage: (nemo prefix, megatron-core minimum, why).
+KNOWN_BROKEN = (
+    ("2.7.3", (0, 16), "NeMo 2.7.3 calls get_megatron_optimizer(no_weight_decay_cond=...), which megatron-core "
+                       "0.16 removed: fine-tune and distillation fail when the optimizer is built"),
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str     # FAIL | warn
+    probe: str        # the probe stage (which partition) it came from
+    what: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.severity} {self.probe}: {self.what} -> {self.fix}"
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def version_tuple(text: Optional[str]) -> tuple[int, ...]:
+    """The leading numeric components: '0.16.0rc0+git1a2b' -> (0, 16, 0)."""
+    if not text:
+        return ()
+    parts = []
+    for piece in re.split(r"[.+-]", text):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group()))
+        if match.group() != piece:
+            break
+    return tuple(parts)
+
+
+def matches(version: Optional[str], prefix: str) -> bool:
+    want, have = version_tuple(prefix), version_tuple(version)
+    return bool(have) and have[:len(want)] == want
+
+
+def stacks_matching(versions: dict[str, Any]) -> list[Stack]:
+    return [s for s in STACKS if matches(versions.get("nemo"), s.nemo)
+            and matches(versions.get("megatron-core"), s.megatron_core)
+            and matches(versions.get("modelopt"), s.modelopt)]
+
+
+def _stack_text(versions: dict[str, Any]) -> str:
+    te = versions.get("transformer-engine") or "absent"
+    return (f"NeMo {versions.get('nemo') or '-'} + megatron-core {versions.get('megatron-core') or '-'} + "
+            f"ModelOpt {versions.get('modelopt') or '-'} + TE {te}")
+
+
+def _tested_text() -> str:
+    return " or ".join(sorted({f"NeMo {s.nemo} + megatron-core {s.megatron_core} + ModelOpt {s.modelopt}"
+                               for s in STACKS if s.tested}))
+
+
+def summary(report: dict[str, Any]) -> str:
+    """One line: where the probe ran and what it found."""
+    v, caps = report.get("versions") or {}, report.get("capabilities") or {}
+    gpus = caps.get("gpus_per_node")
+    return (f"{report.get('stage')} on {report.get('host', '?')} (partition {report.get('partition') or '-'}, "
+            f"image {report.get('image') or 'none'}): python {(report.get('python') or {}).get('version', '?')}, "
+            f"torch {v.get('torch') or '-'} (CUDA {v.get('cuda') or 'none'}), NeMo {v.get('nemo') or '-'}, "
+            f"megatron-core {v.get('megatron-core') or '-'}, ModelOpt {v.get('modelopt') or '-'}, "
+            f"TE {v.get('transformer-engine') or '-'}, transformers {v.get('transformers') or '-'}; "
+            f"{'?' if gpus is None else gpus} GPU(s) seen")
+
+
+def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
+    """Problems of one probe report. `expect`: role (gpu|cpu), kinds (the stage kinds that run where this
+    probe ran), gpus_per_node, gpu_memory_gib, attention (fused|unfused), hf_model (the hub id the
+    default recipe imports, or None)."""
+    name = str(report.get("stage") or expect.get("stage") or "probe")
+    problems: list[Problem] = []
+
+    def fail(what: str, fix: str) -> None:
+        problems.append(Problem("FAIL", name, what, fix))
+
+    def warn(what: str, fix: str) -> None:
+        problems.append(Problem("warn", name, what, fix))
+
+    if not report.get("finished"):
+        fail(f"the probe stopped during '{report.get('step', '?')}' (the process died there: a crash in that "
+             f"import or a kill)", "see the probe's log (minitron logs RUN STAGE); fix or remove the package named")
+    role = expect.get("role", report.get("role") or "gpu")
+    kinds = tuple(k for k in expect.get("kinds") or ALL_KINDS if k in BY_NAME)
+    versions = report.get("versions") or {}
+    imports = report.get("imports") or {}
+    caps = report.get("capabilities") or {}
+    gpus = report.get("gpus") or {}
+    container_fix = (f"run the stages in the NeMo container (containers: {{nemo: {CONTAINER}}}, container: nemo) "
+                     f"or point the profile's python at an environment with requirements-jobs.txt")
+
+    def broken(key: str) -> Optional[str]:
+        entry = imports.get(key)
+        return None if entry is None or entry.get("ok") else entry.get("error") or "not importable"
+
+    needed = list(dict.fromkeys(package for name in kinds for package in BY_NAME[name].packages))
+    unusable = {key for key in needed if broken(key)}
+    if unusable:  # one line for the environment, however many packages it lacks
+        fail("not importable in the job: " + "; ".join(f"{key} ({broken(key)})" for key in needed if key in unusable),
+             container_fix)
+
+    # -- GPUs ------------------------------------------------------------------------------------
+    if role == "gpu" and "torch" not in unusable:
+        want = int(expect.get("gpus_per_node") or 0)
+        seen = gpus.get("torch_device_count")
+        if want and not gpus.get("cuda"):
+            fail(f"torch {versions.get('torch')} is a CPU build (torch.version.cuda is None)",
+                 f"use a CUDA build of torch: {container_fix}")
+        elif want and (seen or 0) < want:
+            smi = (gpus.get("nvidia_smi") or {}).get("count")
+            fail(f"the job sees {seen or 0} GPU(s) (torch.cuda.device_count(); nvidia-smi lists {smi or 0}); the "
+                 f"profile plans gpus_per_node={want}",
+                 "set gpus_per_node to what the nodes have, or gpu_request: gres if the cluster allocates GPUs as GRES")
+        memory = [m for m in gpus.get("memory_gib") or [] if m]
+        planned = expect.get("gpu_memory_gib")
+        if memory and planned and min(memory) < 0.95 * float(planned):
+            fail(f"the GPUs have {min(memory):g} GiB ({(gpus.get('names') or ['?'])[0]}); the profile plans "
+                 f"{planned:g} GiB per GPU", f"set gpu.memory_gib: {min(memory):g} (and gpu.model) in the profile")
+
+    # -- the stack -------------------------------------------------------------------------------
+    nemo = versions.get("nemo")
+    if "nemo" in needed and "nemo" not in unusable and nemo:
+        if version_tuple(nemo)[:1] != (2,):
+            fail(f"NeMo {nemo}: the jobs are built on NeMo 2's nemo.collections.llm (2.7.x), which NeMo 3 dropped",
+                 f"use {CONTAINER} (NeMo 2.7.0) or nemo_toolkit==2.7.3")
+        measured = caps.get("optimizer_api_ok")  # the jobs' own pre-training check, made in the job
+        if measured is False:
+            fail(f"{_stack_text(versions)}: NeMo's optimizer setup passes get_megatron_optimizer(no_weight_decay_cond="
+                 f"...), which this megatron-core does not accept (checked in the job): fine-tune and distillation "
+                 f"stop before training",
+                 f"pin megatron-core=={TESTED.megatron_core} (requirements-jobs.txt) or use {CONTAINER} as shipped")
+        for prefix, mcore_min, why in KNOWN_BROKEN if measured is None else ():
+            if matches(nemo, prefix) and version_tuple(versions.get("megatron-core")) >= mcore_min:
+                fail(f"{_stack_text(versions)}: {why}",
+                     f"pin megatron-core=={TESTED.megatron_core} (requirements-jobs.txt) or use {CONTAINER} as shipped")
+        found = stacks_matching(versions)
+        te = versions.get("transformer-engine") if caps.get("te_importable") else None
+        if not found:
+            warn(f"{_stack_text(versions)} is not a stack the jobs were tested on ({_tested_text()})",
+                 f"use {CONTAINER} or the pins of requirements-jobs.txt, and run `minitron submit --smoke` first")
+        elif not any(s.tested for s in found):
+            listed = found[0]
+            warn(f"{_stack_text(versions)} is the {listed.name} stack ({listed.evidence}); the jobs were tested on "
+                 f"{_tested_text()}", "run `minitron submit --smoke` on this cluster before the real recipe")
+        elif role == "gpu":
+            covered = any(("absent" in s.transformer_engine) if te is None
+                          else any(matches(te, t) for t in s.transformer_engine if t != "absent")
+                          for s in found if s.tested)
+            if not covered:
+                warn(f"Transformer Engine {te} has not been tested with {_stack_text(versions)}",
+                     "run `minitron submit --smoke` before the real recipe")
+
+    if role == "gpu" and gpus.get("cudnn_error"):
+        warn(f"torch cannot use its cuDNN in the job ({gpus['cudnn_error']})",
+             "another cuDNN is loaded first (LD_LIBRARY_PATH, or a library such as Transformer Engine built against "
+             "another cuDNN): make the image's cuDNN the one torch was built with (the NeMo container's is)")
+
+    # -- Transformer Engine ----------------------------------------------------------------------
+    if role == "gpu" and "torch" not in unusable:
+        te_error = broken("transformer-engine")
+        if te_error:
+            if expect.get("attention", "fused") == "fused":
+                fail(f"Transformer Engine is not importable ({te_error}): the profile plans fused attention, which "
+                     f"needs TE", f"run in {CONTAINER}, or set attention: unfused in the profile (megatron-core's "
+                     f"local spec, slower)")
+            else:
+                warn(f"Transformer Engine is not importable ({te_error}): the stages run megatron-core's local spec "
+                     f"(unfused attention, slower than the container's TE path)",
+                     f"run in {CONTAINER} for the tutorial's speed")
+        elif broken("transformer-engine.pytorch"):
+            fail(f"transformer_engine imports but transformer_engine.pytorch does not "
+                 f"({broken('transformer-engine.pytorch')}): the jobs would take the TE path and fail",
+                 "repair the Transformer Engine install (its torch extension) or uninstall it")
+
+    # -- every function the jobs call ----------------------------------------------------------------
+    package_of = {"nemo": "nemo", "megatron": "megatron-core", "modelopt": "modelopt", "lightning": "lightning",
+                  "fiddle": "fiddle", "datasets": "datasets", "tokenizers": "tokenizers",
+                  "transformers": "transformers", "tensorboard": "tensorboard"}
+    for entry in report.get("functions") or []:
+        if entry.get("present") or not set(entry.get("used_by") or ()) & set(kinds):
+            continue
+        package = package_of.get(str(entry.get("name", "")).split(".")[0])
+        if package in unusable or (package and broken(package)):
+            continue  # its package's own line covers it
+        private = any(part.startswith("_") for part in str(entry["name"]).split("."))
+        fail(f"{entry['name']} is missing ({entry.get('error') or 'not found'}), used by "
+             f"{', '.join(k for k in entry.get('used_by') or () if k in kinds)}"
+             + (" (a private NeMo/ModelOpt function)" if private else ""),
+             f"use the stack the jobs were tested on ({_tested_text()}) or {CONTAINER}")
+
+    # -- file system and token -------------------------------------------------------------------
+    job_dir = caps.get("job_dir") or {}
+    if not caps.get("job_dir_writable", job_dir.get("writable")):
+        fail(f"job_dir is not writable from inside the job ({job_dir.get('path') or job_dir.get('job_dir')}: "
+             f"{job_dir.get('error') or 'no report'})",
+             "put job_dir on a file system the compute nodes mount read-write (it is mounted at the same path "
+             "into the container)")
+    hf_home = caps.get("hf_home") or {}
+    if not caps.get("hf_home_writable", hf_home.get("writable")):
+        fail(f"HF_HOME ({hf_home.get('path') or '?'}, {hf_home.get('from') or '?'}) is not writable from inside the "
+             f"job ({hf_home.get('error') or 'no report'})",
+             "set HF_HOME=<a shared, writable directory> in env_vars and add it to mounts")
+    hf_model = expect.get("hf_model")
+    if role == "gpu" and hf_model and not caps.get("token_present") and not caps.get("hf_offline"):
+        warn(f"no Hugging Face token inside the job (HF_TOKEN, HUGGING_FACE_HUB_TOKEN or $HF_HOME/token), and the "
+             f"default recipe imports {hf_model}, a gated model",
+             "add HF_TOKEN to env_vars and required_env_vars, and set it in your shell before submit")
+    for error in report.get("errors") or []:
+        warn(f"the probe itself hit an error: {error}", "see the probe's log; the rest of the report stands")
+    return problems
+
+
+def worst(problems: Sequence[Problem]) -> Optional[str]:
+    if any(p.severity == "FAIL" for p in problems):
+        return "FAIL"
+    return "warn" if problems else None

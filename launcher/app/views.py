@@ -1,0 +1,230 @@
+"""Everything printed for people: rich tables for plans, submissions, status, runs and checks.
+
+Every value that comes from a file, a scheduler or a log passes through `text()`: rich markup is
+escaped, control bytes are shown as escapes (an ESC in a profile key cannot retitle or clear the
+terminal), secret-looking values are redacted, and its length is bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..core.errors import one_line
+
+CELL_CHARS = 1000
+
+
+def text(value: Any, limit: int = CELL_CHARS) -> str:
+    from rich.markup import escape
+    return escape(one_line(str(value), limit))
+
+
+def print_json(data: Any) -> None:
+    """For scripts: the data as JSON on stdout (values are not escaped: JSON quotes them)."""
+    import json
+    import sys
+
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def console() -> Any:
+    import sys
+
+    from rich.console import Console
+    # Pipes and CI logs get a wide page instead of rich's 80-column default.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _tokens(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def plan_table(plan: Any, profile: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
+                             f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model})"), title_justify="left")
+    for col in ("stage", "after", "nodes×GPUs", "TP/PP/CP/DP", "MBS/GBS ×acc", "engine", "steps", "tokens",
+                "mem/GPU GiB", "partition", "image", "limit", "est", "GPU·h"):
+        table.add_column(col, no_wrap=True)
+    for s in plan.stages:
+        gpu = s.gpus_per_node > 0
+        mem = "-" if s.est_memory_gib is None else f"{s.est_memory_gib:g} / {s.gpu_memory_gib:g}"
+        if s.est_memory_gib and s.gpu_memory_gib and s.est_memory_gib > 0.9 * s.gpu_memory_gib:
+            mem = f"[yellow]{mem}[/]"
+        table.add_row(
+            text(s.name), text(",".join(s.depends_on) or "-"), f"{s.nodes}×{s.gpus_per_node}" if gpu else "cpu",
+            f"{s.tp}/{s.pp}/{s.cp}/{s.dp}" if gpu else "-",
+            f"{s.micro_batch_size}/{s.global_batch_size} ×{s.grad_accum}" if s.global_batch_size else "-",
+            _engine(s) if gpu else "-", str(s.steps) if s.steps is not None else "-",
+            _tokens(s.tokens), mem, text(s.partition or "-"), text(s.container or "none"), text(s.time_limit),
+            _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-")
+    out = console()
+    out.print(table)
+    for s in plan.stages:
+        out.print(f"  [bold]{text(s.name)}[/]: {text(s.why)}")
+    data = plan.to_json()
+    out.print(f"critical path ≈ {_hours(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
+              f"(time model; see benchmarks/RESULTS.md)")
+
+
+def _engine(s: Any) -> str:
+    """What the job runs its model with: attention path, precision, and recomputation when there is some."""
+    recompute = f" rc:{s.recompute}" if s.recompute != "none" else ""
+    return text(f"{s.attention} {s.precision.removesuffix('-mixed')}{recompute}")
+
+
+def submission_table(run: Any, record: Any, dry_run: bool) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(f"run [bold]{text(run.id)}[/]" + (" (dry run: nothing submitted)" if dry_run else ""))
+    table = Table()
+    table.add_column("stage")
+    table.add_column("job id" if not dry_run else "script")
+    for name, stage in record.stages.items():
+        table.add_row(text(name), text(run.layout.script(name) if dry_run else (stage.job_id or "-")))
+    out.print(table)
+    out.print(f"run directory: {text(run.dir)}")
+    if not dry_run:
+        out.print(f"watch it: minitron status {text(run.id)} --watch")
+
+
+STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "STALLED": "magenta", "FAILED": "red",
+               "CANCELLED": "red", "TIMEOUT": "red", "NODE_FAIL": "red", "OUT_OF_MEMORY": "red", "PREEMPTED": "red",
+               "INCOMPLETE": "red", "LOST": "magenta", "NOT_SUBMITTED": "dim", "RENDERED": "dim",
+               "SUBMIT_FAILED": "red", "PARTIAL": "yellow"}
+
+
+def styled(state: str) -> str:
+    style = STATE_STYLE.get(state)
+    return f"[{style}]{text(state)}[/]" if style else text(state)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _exit(s: Any) -> str:
+    if s.exit_code is None:
+        return "-"
+    return f"{s.exit_code} ({s.signal})" if s.signal else str(s.exit_code)
+
+
+def status_table(report: Any) -> None:
+    from rich.table import Table
+
+    out = console()
+    table = Table(title=f"run {text(report.run_id)}: {styled(report.overall)}  ({time.strftime('%H:%M:%S')})",
+                  title_justify="left")
+    for col in ("stage", "state", "job", "reason", "elapsed/limit", "est", "nodes", "exit", "progress",
+                "loss (train/val)", "ETA"):
+        table.add_column(col)
+    for s in report.stages:
+        progress = f"{s.step}/{s.total_steps}" if s.step is not None else "-"
+        losses = "/".join("-" if v is None else f"{v:.3f}" for v in (s.train_loss, s.val_loss))
+        table.add_row(text(s.name), styled(s.state), text(s.job_id or "-"), text(s.reason or "-", 80),
+                      f"{_duration(s.elapsed_s)}/{text(s.time_limit or '-')}", _duration(s.est_s),
+                      text(s.nodes or "-"), _exit(s), progress, losses if s.step is not None else "-",
+                      _duration(s.eta_s))
+    out.print(table)
+    totals = report.totals or {}
+    if totals.get("gpu_hours") is not None:
+        wall = (f"wall {_duration(totals['wall_s'])} (planned {_duration(totals.get('est_wall_s'))}), "
+                if totals.get("wall_s") is not None else "")
+        out.print(f"{wall}GPU-hours {totals['gpu_hours']:.3f} used (planned {totals.get('est_gpu_hours') or 0:.3f})")
+    for s in report.stages:
+        if s.exception:
+            out.print(f"[red]{text(s.name)}[/] failed on its first failing rank: {text(s.exception)}")
+        if s.log_tail:
+            out.print(f"[red]{text(s.name)}[/] last log lines ({text(s.log_path)}):")
+            for line in s.log_tail:
+                out.print(f"    {text(line)}")
+    for note in report.notes:
+        out.print(f"[dim]{text(note)}[/]")
+    if getattr(report, "verdict", None):
+        out.print(f"[{'green' if report.overall == 'DONE' else 'red'}]{text(report.verdict)}[/]", soft_wrap=True)
+
+
+def report_markdown(markdown: str) -> None:
+    """The report stage's summary.md, rendered."""
+    from rich.markdown import Markdown
+
+    console().print(Markdown(markdown))
+
+
+def timing_table(report: Any) -> None:
+    """Plan vs actual: each stage's estimated and measured wall time and GPU-hours, and the run's totals."""
+    from rich.table import Table
+
+    table = Table(title="plan vs actual", title_justify="left")
+    for col in ("stage", "state", "wall est", "wall actual", "GPU·h est", "GPU·h actual"):
+        table.add_column(col)
+
+    def hours(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for s in report.stages:
+        table.add_row(text(s.name), styled(s.state), _duration(s.est_s), _duration(s.elapsed_s),
+                      hours(s.est_gpu_hours), hours(s.gpu_hours))
+    totals = report.totals or {}
+    table.add_row("[bold]run[/]", styled(report.overall), _duration(totals.get("est_wall_s")),
+                  _duration(totals.get("wall_s")), hours(totals.get("est_gpu_hours")), hours(totals.get("gpu_hours")))
+    console().print(table)
+
+
+def runs_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="runs, newest first", title_justify="left")
+    for col in ("run", "state", "executor", "created", "stages", "directory"):
+        table.add_column(col)
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])) if row["created_at"] else "-"
+        state = styled(row["state"]) if not row.get("error") else f"[red]UNREADABLE[/] {text(row['error'], 120)}"
+        table.add_row(text(row["run_id"]), state, text(row["executor"] or "-"), created,
+                      text(row["stages"]), text(row["dir"]))
+    console().print(table)
+
+
+def checks_table(source: str, checks: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"checks for {text(source)}", title_justify="left")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    style = {"ok": "green", "warn": "yellow", "FAIL": "red"}
+    for check in checks:
+        table.add_row(text(check.name), f"[{style[check.result]}]{check.result}[/]", text(check.detail))
+    console().print(table)
+
+
+def calibration_table(rows: list[dict[str, Any]]) -> None:
+    """`minitron calibrate`: how many stage times each run added to the planner's store."""
+    from rich.table import Table
+
+    if not rows:
+        console().print("no finished run has stage times the calibration store lacks")
+        return
+    table = Table(title="stage times recorded for calibration", title_justify="left")
+    for col in ("run", "state", "recorded"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(text(row["run_id"]), styled(row["state"]), str(row["recorded"]))
+    console().print(table)

@@ -1,0 +1,129 @@
+"""What the cluster offers, checked against the profile and the plan before anything is created.
+
+`check_cluster_offers` runs at `minitron submit` (one `sinfo` call, plus `sacctmgr` only when the
+profile names an account or qos): a partition that does not exist, an account or qos unknown to
+accounting, or a stage that asks for more GPUs or nodes than its partition has is a UserError
+(exit 2, nothing created, nothing queued). `slurm_checks` is `minitron check`'s view of the same.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..core.errors import SlurmError, UserError
+from .base import Check
+
+SINFO_FORMAT = "%P|%G|%l|%D|%N"
+
+
+@dataclass
+class Partition:
+    name: str
+    time_limit: str = ""
+    nodes: int = 0
+    gpus_per_node: int = 0          # the largest gpu gres count of any node in the partition
+    gres: list[str] = field(default_factory=list)
+
+
+def _gpu_count(gres: str) -> int:
+    """`gpu:4`, `gpu:h100:8(S:0-1)`, `gpu:8,nic:1` → the gpu count."""
+    best = 0
+    for item in gres.split(","):
+        item = re.sub(r"\(.*?\)", "", item)
+        if item.startswith("gpu"):
+            count = item.split(":")[-1]
+            if count.isdigit():
+                best = max(best, int(count))
+    return best
+
+
+def parse_sinfo(stdout: str) -> dict[str, Partition]:
+    """Lines of `sinfo --noheader --format=SINFO_FORMAT` (one per partition and node state group)."""
+    partitions: dict[str, Partition] = {}
+    for line in stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) != 5:
+            continue
+        name, gres, limit, count, _nodes = (p.strip() for p in parts)
+        name = name.rstrip("*")
+        part = partitions.setdefault(name, Partition(name=name, time_limit=limit))
+        part.nodes += int(count) if count.isdigit() else 0
+        part.gpus_per_node = max(part.gpus_per_node, _gpu_count(gres))
+        if gres and gres != "(null)" and gres not in part.gres:
+            part.gres.append(gres)
+    return partitions
+
+
+def read_partitions(client) -> dict[str, Partition]:
+    argv = ["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]
+    proc = client.run(argv, check=False)
+    if proc.returncode != 0:
+        raise SlurmError(argv, proc.returncode, proc.stderr or proc.stdout)
+    return parse_sinfo(proc.stdout)
+
+
+def _accounting_lookup(client, entity: str, name: str) -> bool | None:
+    """Whether accounting knows `name`; None when there is no accounting to ask."""
+    proc = client.run(["sacctmgr", "--noheader", "--parsable2", "show", entity, name, "format=Name"
+                       if entity == "qos" else "format=Account"], check=False)
+    if proc.returncode != 0:
+        return None
+    return name in {line.strip().strip("|") for line in proc.stdout.splitlines()}
+
+
+def check_cluster_offers(client, profile, plan_stages: Sequence) -> None:
+    partitions = read_partitions(client)
+    for stage in plan_stages:
+        if not stage.partition:
+            continue
+        part = partitions.get(stage.partition)
+        if part is None:
+            known = ", ".join(sorted(partitions)) or "none"
+            key = "partition" if stage.gpus_per_node else "cpu_partition"
+            raise UserError(f"stage {stage.name}: partition {stage.partition!r} does not exist on this cluster "
+                            f"(partitions: {known})", file=profile.source, key=key)
+        if stage.nodes > part.nodes:
+            raise UserError(f"stage {stage.name} needs {stage.nodes} nodes but partition {part.name} has "
+                            f"{part.nodes}; lower nodes in the profile", file=profile.source, key="nodes")
+        if stage.gpus_per_node and part.gpus_per_node and stage.gpus_per_node > part.gpus_per_node:
+            raise UserError(f"stage {stage.name} needs {stage.gpus_per_node} GPUs per node but partition "
+                            f"{part.name} offers {part.gpus_per_node}", file=profile.source, key="gpus_per_node")
+    for entity, value, key in (("account", profile.account, "account"), ("qos", profile.qos, "qos")):
+        if value and _accounting_lookup(client, entity, value) is False:
+            raise UserError(f"{entity} {value!r} is unknown to Slurm accounting (sacctmgr show {entity})",
+                            file=profile.source, key=key)
+
+
+def slurm_checks(client, profile) -> list[Check]:
+    try:
+        partitions = read_partitions(client)
+    except SlurmError as exc:
+        return [Check("slurm reachable", "FAIL", exc.stderr.strip() or str(exc))]
+    checks = [Check("slurm reachable", "ok", "slurmctld answers")]
+    for key in ("partition", "cpu_partition"):
+        value = getattr(profile, key)
+        if value:
+            part = partitions.get(value)
+            checks.append(Check(f"{key} {value}", "ok" if part else "FAIL",
+                                f"{part.nodes} nodes, time limit {part.time_limit}, gres {','.join(part.gres) or 'none'}"
+                                if part else f"not among {', '.join(sorted(partitions)) or 'no partitions'}"))
+    part = partitions.get(profile.partition or "")
+    if part and profile.gpus_per_node:
+        enough = part.gpus_per_node >= profile.gpus_per_node
+        checks.append(Check("GPUs per node", "ok" if enough else "warn",
+                            f"partition offers {part.gpus_per_node}; the profile asks for {profile.gpus_per_node}"))
+    for entity, value in (("account", profile.account), ("qos", profile.qos)):
+        if value:
+            known = _accounting_lookup(client, entity, value)
+            checks.append(Check(f"{entity} {value}", {True: "ok", False: "FAIL", None: "warn"}[known],
+                                {True: "exists", False: "unknown to sacctmgr",
+                                 None: "cannot verify (no accounting database)"}[known]))
+    if profile.image:
+        helptext = client.run(["srun", "--help"], check=False)
+        pyxis = "--container-image" in helptext.stdout + helptext.stderr
+        checks.append(Check("pyxis", "ok" if pyxis else "FAIL",
+                            "srun --help lists --container-image" if pyxis
+                            else "srun has no --container-image: install pyxis, or set container: none"))
+    return checks

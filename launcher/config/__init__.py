@@ -1,0 +1,1 @@
+"""Profiles and recipes: bounded YAML, typed schemas, value checks, executor traits and the stage graph."""

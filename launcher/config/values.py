@@ -1,0 +1,56 @@
+"""Value checks the profile and the recipe share: Slurm time limits and values that land in #SBATCH lines."""
+
+from __future__ import annotations
+
+import re
+
+from .yamlfile import shown
+
+# Values that land in #SBATCH lines are parsed by sbatch, not by a shell: keep them to a safe set.
+SAFE_DIRECTIVE = re.compile(r"^[A-Za-z0-9._:/@+,=%-]+$")
+TIME_FORMAT = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+MAX_TIME_MINUTES = 365 * 1440
+
+
+def parse_time_minutes(value: str) -> int:
+    """Slurm time (`MM`, `HH:MM:SS`, `D-HH:MM:SS`, ...) to whole minutes; ValueError if malformed."""
+    match = TIME_FORMAT.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    days, a, b, c = match.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:  # D-HH[:MM[:SS]]
+        parts += [0] * (3 - len(parts))
+        hours, minutes, seconds = parts
+        return int(days) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:  # MM:SS
+        return parts[0] + (1 if parts[1] else 0)
+    hours, minutes, seconds = parts
+    return hours * 60 + minutes + (1 if seconds else 0)
+
+
+def format_minutes(minutes: int) -> str:
+    """Minutes as Slurm's HH:MM:00 or D-HH:MM:00."""
+    days, rest = divmod(minutes, 1440)
+    text = f"{rest // 60:02d}:{rest % 60:02d}:00"
+    return f"{days}-{text}" if days else text
+
+
+def check_time(value: str) -> str | None:
+    """Why `value` is not a usable Slurm time limit, or None."""
+    try:
+        minutes = parse_time_minutes(value)
+    except ValueError:
+        return f"not a Slurm time limit (HH:MM:SS or D-HH:MM:SS): {shown(value)}"
+    if not 1 <= minutes <= MAX_TIME_MINUTES:
+        return f"a time limit is between 1 minute and 365 days, got {shown(value)}"
+    return None
+
+
+def check_directive(value: str) -> str | None:
+    """Why `value` cannot go into an #SBATCH line, or None."""
+    if not SAFE_DIRECTIVE.match(value):
+        return f"{shown(value)} has characters Slurm directives cannot carry safely (allowed: letters, digits, ._:/@+,=%-)"
+    return None

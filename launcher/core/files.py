@@ -1,0 +1,104 @@
+"""The trust model's file helpers (docs/guarantees.md): the launcher's own directories and files.
+
+The registry, the run index and the calibration store live in directories the user owns and nobody
+else can write; nothing in them is followed through a symlink (lstat and O_NOFOLLOW); every directory
+and file created gets its mode explicitly, whatever the umask.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Any, Optional
+
+from jobs.contract import read_bounded, write_text_atomic
+
+from .errors import UserError
+
+DIR_MODE, FILE_MODE, SCRIPT_MODE = 0o700, 0o600, 0o700
+
+
+def minitron_home() -> str:
+    """The user's own launcher directory: the run index and the calibration store."""
+    return os.environ.get("MINITRON_HOME") or os.path.join(os.path.expanduser("~"), ".minitron")
+
+
+def _refuse_untrusted(path: str, st: os.stat_result, what: str, key: str | None, source: str | None) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise UserError(f"{what} {path} is a symbolic link; minitron never follows links in its registry "
+                        f"(point it at a real directory)", file=source, key=key)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{what} {path} is not a directory", file=source, key=key)
+    if st.st_uid != os.getuid():
+        raise UserError(f"{what} {path} belongs to another user (uid {st.st_uid}); use a directory of your own",
+                        file=source, key=key)
+    if st.st_mode & 0o022:
+        raise UserError(f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+                        f"fix it with: chmod go-w {path}", file=source, key=key)
+
+
+def refuse_untrusted_file(path: str, st: os.stat_result, what: str, key: str | None) -> None:
+    """A file of the launcher's own: regular, the user's, writable by nobody else (from an lstat)."""
+    if stat.S_ISLNK(st.st_mode):
+        raise UserError(f"{what} {path} is a symlink; minitron never reads its own files through a link "
+                        f"(remove it: the launcher recreates it)", key=key)
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{what} {path} is not a regular file; remove it (the launcher recreates it)", key=key)
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise UserError(f"{what} {path} is not owned by you or is writable by others; remove it "
+                        f"(the launcher recreates it with mode {FILE_MODE:o})", key=key)
+
+
+def read_private_file(path: str, limit: int, what: str, key: str | None) -> Optional[str]:
+    """The text of a file the launcher wrote (None when missing); refused when it is not ours
+    (`refuse_untrusted_file`); OSError when it is over `limit` bytes or was swapped for a link meanwhile."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}", key=key) from None
+    refuse_untrusted_file(path, st, what, key)
+    return read_bounded(path, limit)
+
+
+def private_dir(path: str, what: str, *, create: bool, key: str | None = None, source: str | None = None) -> str:
+    """`path` as a directory only this user can write: created 0700 if `create`, else it must exist."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            raise UserError(f"{what} {path} does not exist", file=source, key=key) from None
+        try:
+            os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+            os.chmod(path, DIR_MODE, follow_symlinks=False)
+            st = os.lstat(path)
+        except OSError as exc:
+            raise UserError(f"cannot create {what} {path}: {exc.strerror}", file=source, key=key) from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}", file=source, key=key) from None
+    _refuse_untrusted(path, st, what, key, source)
+    return path
+
+
+def write_json(path: str, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", FILE_MODE)
+
+
+TAIL_BYTES = 256 * 1024
+
+
+def read_tail(path: str, max_bytes: int = TAIL_BYTES) -> list[str]:
+    """The last lines of a log (at most `max_bytes` of it), never through a symlink; [] when unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - max_bytes))
+        data = handle.read(max_bytes)
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[1:] if size > max_bytes else lines

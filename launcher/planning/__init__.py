@@ -1,0 +1,1 @@
+"""From a profile and a recipe to a typed plan: layouts, memory, time, calibration."""

@@ -1,0 +1,87 @@
+"""Profile + recipe → plan → checks → rendered run directory. Shared by `submit` and `submit --dry-run`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import yaml
+
+from jobs.contract import RunLayout, stage_config_text
+
+from ..backends import executor_for
+from ..config.profile import ClusterProfile, load_profile
+from ..config.recipe import Recipe, load_recipe
+from ..core.errors import UserError
+from ..planning.plan import Plan
+from ..planning.planner import make_plan
+from ..rendering.stageconfig import build_stage_config
+from .registry import Run, check_job_dir, create_run, new_run_id, runs_root
+
+
+@dataclasses.dataclass
+class Inputs:
+    profile: ClusterProfile
+    recipe: Recipe
+    overrides: list[str]
+
+
+def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | None) -> Inputs:
+    return Inputs(load_profile(profile), load_recipe(recipe, overrides), list(overrides or []))
+
+
+def preflight(profile: ClusterProfile, plan: Plan) -> None:
+    """What must hold before anything is created or queued: required variables set, mount sources
+    present, and what the backend can verify (Slurm: partitions, account, qos, GPUs per node)."""
+    missing = [name for name in profile.required_env_vars if not os.environ.get(name)]
+    if missing:
+        raise UserError(f"required environment variable(s) not set in this shell: {', '.join(missing)}",
+                        file=profile.source, key="required_env_vars")
+    check_job_dir(profile.job_dir, profile.source)
+    if profile.check_mounts:
+        for index, mount in enumerate(profile.mounts):
+            source = mount.split(":")[0]
+            if not os.path.exists(source):
+                raise UserError(f"mount source {source} does not exist (set check_mounts: false if only the "
+                                f"compute nodes see it)", file=profile.source, key=f"mounts[{index}]")
+    executor_for(profile.executor).preflight(profile, plan.stages)
+
+
+def _plain(obj: Any) -> Any:
+    data = dataclasses.asdict(obj)
+    data.pop("source", None)
+    return data
+
+
+def render_run_files(run_id: str, layout: RunLayout, inputs: Inputs, plan: Plan) -> dict[str, str]:
+    """Every file of the run directory, by path relative to it."""
+    profile, recipe = inputs.profile, inputs.recipe
+    executor = executor_for(profile.executor)
+
+    def rel(path: str) -> str:
+        return os.path.relpath(path, layout.run_dir)
+
+    files = {
+        rel(layout.profile): yaml.safe_dump(_plain(profile), sort_keys=False),
+        rel(layout.recipe): yaml.safe_dump(_plain(recipe), sort_keys=False),
+        rel(layout.plan): plan.text(),
+        rel(layout.inputs): json.dumps({"profile": profile.source, "recipe": recipe.source,
+                                        "overrides": inputs.overrides}, indent=2) + "\n",
+    }
+    for stage in plan.stages:
+        config = build_stage_config(run_id, layout, recipe, stage)
+        files[rel(layout.stage_config(stage.name))] = stage_config_text(config)
+        files[rel(layout.script(stage.name))] = executor.render_script(run_id, layout.run_dir, profile, stage,
+                                                                       plan.stages)
+    return files
+
+
+def prepare_run(inputs: Inputs, plan: Plan | None = None) -> Run:
+    plan = plan or make_plan(inputs.profile, inputs.recipe)
+    run_id = new_run_id(inputs.recipe.name)
+    layout = RunLayout(os.path.join(runs_root(inputs.profile.job_dir), run_id))
+    files = render_run_files(run_id, layout, inputs, plan)
+    return create_run(inputs.profile.job_dir, run_id, files, [s.name for s in plan.stages],
+                      inputs.profile.executor, source=inputs.profile.source)
