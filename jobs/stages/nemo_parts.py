@@ -37,6 +37,7 @@ from jobs.contract import StageConfig, StageExit, seq_length
 from jobs.runtime.engine import fused
 from jobs.runtime.frame import is_rank_zero, mark_continue, report_progress
 from jobs.runtime.signals import CONTINUE_SIGNUM
+from jobs.stages import drift
 
 log = logging.getLogger("jobs")
 
@@ -82,32 +83,6 @@ def private(module: str, name: str) -> Any:
         raise RuntimeError(f"{module}.{name} is missing from {where}: the stage jobs call this private function and "
                            f"were tested with {dist}=={tested}; use a container with that release (see docs/jobs.md)")
     return found
-
-
-TESTED_MCORE = "0.15.3"
-
-
-def check_optimizer_api() -> None:
-    """NeMo's optimizer setup (`nemo.lightning._strategy_lib.setup_megatron_optimizer`, 2.7.0 and 2.7.3 alike) calls
-    megatron-core's `get_megatron_optimizer(..., no_weight_decay_cond=...)`, a keyword PyPI's megatron-core 0.16.0
-    and 0.16.1 no longer take. Checked before training, so that pairing fails at once with the versions to use
-    instead of a TypeError once the model is built. Skipped when NeMo's source cannot be read."""
-    import inspect
-
-    from megatron.core import optimizer as mcore_optimizer
-    from nemo.lightning import _strategy_lib
-
-    try:
-        calls = "no_weight_decay_cond=" in inspect.getsource(_strategy_lib.setup_megatron_optimizer)
-    except (AttributeError, OSError, TypeError):
-        return
-    params = inspect.signature(mcore_optimizer.get_megatron_optimizer).parameters
-    if calls and "no_weight_decay_cond" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise RuntimeError(
-            f"nemo_toolkit {_installed('nemo_toolkit')} calls get_megatron_optimizer(no_weight_decay_cond=...), which "
-            f"megatron-core {_installed('megatron-core')} does not accept; the stage jobs were tested with "
-            f"nemo_toolkit=={TESTED_NEMO} and megatron-core=={TESTED_MCORE} (PyPI's 0.16.x fails this way with NeMo "
-            f"2.7.0 and 2.7.3; see docs/jobs.md)")
 
 
 def accelerator() -> str:
@@ -173,7 +148,9 @@ def register_torch_rmsnorm() -> None:
     """Let ModelOpt prune torch.nn.RMSNorm (the local spec's norm); 0.37 only knows TE's and apex's.
 
     Same pattern as ModelOpt's own layer-norm dynamic module: the last normalized dimension is the
-    traced `num_features` hparam, and `weight`/`normalized_shape` follow it (RMSNorm has no bias).
+    traced `num_features` hparam, and `weight`/`normalized_shape` follow it (RMSNorm has no bias). ModelOpt
+    0.41 hands the hparam in (`DMRegistry.convert(norm, num_features=hidden_size)`, the megatron plugin's
+    call); 0.35/0.37 set it after converting: `_setup` takes both.
     """
     from modelopt.torch.nas.registry import DMRegistry
     from modelopt.torch.nas.traced_hp import TracedHp
@@ -184,8 +161,8 @@ def register_torch_rmsnorm() -> None:
 
     @DMRegistry.register({torch.nn.RMSNorm: "torch.nn.RMSNorm"})
     class _DynamicRMSNorm(_DynamicLayerNorm):
-        def _setup(self):
-            features = TracedHp(list(range(1, self.normalized_shape[-1] + 1)))
+        def _setup(self, *, num_features=None):
+            features = num_features or TracedHp(list(range(1, self.normalized_shape[-1] + 1)))
             self._register_hparam("num_features", features)
             self._register_dynamic_attribute("weight", self._cut_to_active_features)
             self._register_dynamic_attribute("normalized_shape", self._get_normalized_shape)
@@ -418,8 +395,8 @@ class TrainingPlan:
 def run_training(plan: TrainingPlan, cfg: StageConfig) -> None:
     """`llm.train` on the plan, then outputs.model -> final checkpoint. A save on the continuation signal
     ends in NeMo's PreemptionCallback calling sys.exit(0) after the checkpoint is written; that becomes
-    exit 85."""
-    check_optimizer_api()
+    exit 85. NeMo's optimizer call is fitted to the installed megatron-core first (drift.py)."""
+    log.info("optimizer call: %s", drift.adapt_optimizer_call())
     try:
         llm.train(plan.model, plan.data, plan.trainer, log=plan.log, resume=plan.resume, optim=plan.optim,
                   tokenizer=plan.tokenizer)

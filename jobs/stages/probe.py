@@ -28,6 +28,7 @@ import traceback
 from typing import Any, Optional
 
 from jobs.contract import RunLayout, read_markers, read_stage_config, write_complete, write_json_atomic
+from jobs.stages import drift
 
 REPORT_VERSION = 1
 OTHER_RANKS_WAIT_S = 30 * 60
@@ -253,21 +254,14 @@ class Probe:
         self.report["functions"] = found
 
     def optimizer_api(self) -> None:
-        """The check jobs.nemo_parts.check_optimizer_api makes before training: does megatron-core's
-        get_megatron_optimizer take the `no_weight_decay_cond` NeMo's optimizer setup passes? (True/False;
-        None when it cannot be read.)"""
+        """How the jobs will call megatron-core's optimizer from NeMo (jobs/stages/drift.py): `native`,
+        `adapted` (megatron-core 0.16: NeMo's keywords dropped for its defaults) or `incompatible` (ok False;
+        None when it cannot be read)."""
         self.step("optimizer api")
-        import inspect
-
         result: dict[str, Any] = {"ok": None}
         try:
-            strategy_lib = importlib.import_module("nemo.lightning._strategy_lib")
-            optimizer = importlib.import_module("megatron.core.optimizer")
-            calls = "no_weight_decay_cond=" in inspect.getsource(strategy_lib.setup_megatron_optimizer)
-            params = inspect.signature(optimizer.get_megatron_optimizer).parameters
-            accepts = "no_weight_decay_cond" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-            result = {"ok": accepts or not calls, "nemo_passes_no_weight_decay_cond": calls,
-                      "mcore_accepts_it": accepts}
+            mode = drift.optimizer_call(importlib.import_module("megatron.core.optimizer").get_megatron_optimizer)
+            result = {"ok": mode != drift.INCOMPATIBLE, "mode": mode}
         except BaseException as exc:  # noqa: BLE001
             result["error"] = _error(exc)
         self.report["capabilities"]["optimizer_api"] = result

@@ -72,29 +72,24 @@ def test_prune_fails_on_the_guard_before_building_anything(parts, monkeypatch, t
         prune.run(StageConfig.from_json(stage_configs(render_run(tmp_path))["prune_width"]))
 
 
-def test_the_optimizer_api_of_the_installed_stack_matches(parts):
-    parts.check_optimizer_api()  # NeMo 2.7.3 + megatron-core 0.15.3: NeMo's call fits megatron's signature
+def test_training_fits_nemo_s_optimizer_call_to_the_stack_before_it_starts(parts, monkeypatch):
+    def incompatible():
+        raise RuntimeError("incompatible")
 
-
-def test_megatron_without_no_weight_decay_cond_is_refused_before_training(parts, monkeypatch):
-    from megatron.core import optimizer as mcore_optimizer
-
-    def as_in_mcore_016(config, model_chunks, config_overrides=None, use_gloo_process_groups=True,
-                        pg_collection=None, dump_param_to_param_group_map=None):
-        raise AssertionError("not called")
-
-    monkeypatch.setattr(mcore_optimizer, "get_megatron_optimizer", as_in_mcore_016)
-    with pytest.raises(RuntimeError, match=r"no_weight_decay_cond.*megatron-core==0\.15\.3"):
-        parts.check_optimizer_api()
-    monkeypatch.setattr(mcore_optimizer, "get_megatron_optimizer", lambda *args, **kwargs: None)
-    parts.check_optimizer_api()  # a signature that takes **kwargs accepts NeMo's call
-
-
-def test_training_checks_the_optimizer_api_before_it_starts(parts, monkeypatch):
-    def mismatch():
-        raise RuntimeError("mismatch")
-
-    monkeypatch.setattr(parts, "check_optimizer_api", mismatch)
+    monkeypatch.setattr(parts.drift, "adapt_optimizer_call", incompatible)
     monkeypatch.setattr(parts.llm, "train", lambda *a, **k: pytest.fail("llm.train ran before the check"))
-    with pytest.raises(RuntimeError, match="mismatch"):
+    with pytest.raises(RuntimeError, match="incompatible"):
         parts.run_training(None, None)
+
+
+def test_the_norm_modelopt_prunes_takes_its_hparam_from_either_modelopt(parts):
+    """ModelOpt 0.41 hands `num_features` to `_setup` (DMRegistry.convert(norm, num_features=...)); 0.35/0.37
+    call `_setup()` and set it afterwards."""
+    import inspect
+
+    import torch
+    from modelopt.torch.nas.registry import DMRegistry
+
+    parts.register_torch_rmsnorm()
+    setup = inspect.signature(DMRegistry[torch.nn.RMSNorm]._setup).parameters
+    assert setup["num_features"].kind is inspect.Parameter.KEYWORD_ONLY and setup["num_features"].default is None

@@ -31,6 +31,10 @@
 # ($OUT/tf32-default.json, $OUT/tf32-0.json).
 # Exit: 0 both runs DONE, 1 a run failed or a step broke, 3 still running at the deadline (call `wait` again).
 #
+# Another NeMo 2 stack for the TE run (a container row of tools/device/stacks/): carry .whl-stack (its wheels,
+# fetched by fetch_device_wheels.sh STACK) with call 1; `base` installs them into $STACK_SITE, which goes first on
+# the TE run's path (the TE-hidden run keeps the base set). STACK=<row> in front of every call names it in the logs.
+#
 # The HF round trip (issue 13 item 8) is the same sequence with ROUNDTRIP=1 in front of every call: `base`
 # first saves a random Llama with `transformers` (python -m tools.hf_roundtrip make: its own BPE, the
 # tools/device/hf-roundtrip.yaml shape) at $HF_DIR and as the offline hub cache of hf://$HF_REPO under $HF_HOME;
@@ -43,7 +47,8 @@ set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CODE=/tmp/mt-code               # the code both runs use (copied once: later calls may carry another tree)
 CARRY=/tmp/minitron-carry       # carried TE files, kept across calls
-SITE=/tmp/site OVERLAY=/tmp/overlay TE_SITE=/tmp/te-site
+SITE=/tmp/site OVERLAY=/tmp/overlay TE_SITE=/tmp/te-site STACK_SITE=/tmp/stack-site
+STACK=${STACK:-}
 WORK=/tmp/mt-runs
 ROUNDTRIP=${ROUNDTRIP:-0}
 HF_DIR=/tmp/mt-hf/tiny-llama HF_REPO=minitron-test/tiny-llama
@@ -56,7 +61,7 @@ say() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
 pip_target() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$@"; }
 
 pythonpath() {  # te: TE importable; nonte: TE absent from the path
-    if [ "$1" = te ]; then echo "$OVERLAY:$TE_SITE:$SITE:$CODE"; else echo "$OVERLAY:$SITE:$CODE"; fi
+    if [ "$1" = te ]; then echo "$OVERLAY:$STACK_SITE:$TE_SITE:$SITE:$CODE"; else echo "$OVERLAY:$SITE:$CODE"; fi
 }
 
 stash() {  # copy carried files (dirs or files) into $CARRY, keeping their last path component's folder
@@ -69,9 +74,15 @@ stash() {  # copy carried files (dirs or files) into $CARRY, keeping their last 
 }
 
 base_install() {  # NeMo set + overlay, code copy
-    [ "$REPO" = "$CODE" ] || { rm -rf "$CODE" && mkdir -p "$CODE" && cp -r "$REPO"/. "$CODE"/ && rm -rf "$CODE"/.whl "$CODE"/.whl-te; }
+    [ "$REPO" = "$CODE" ] || { rm -rf "$CODE" && mkdir -p "$CODE" && cp -r "$REPO"/. "$CODE"/ \
+        && rm -rf "$CODE"/.whl "$CODE"/.whl-te "$CODE"/.whl-stack; }
     pip_target "$SITE" "$REPO"/.whl/*.whl || return 1
     pip_target "$OVERLAY" "$REPO"/.whl/overlay/*.whl || return 1
+    mkdir -p "$STACK_SITE"
+    if [ -d "$REPO"/.whl-stack ]; then
+        pip_target "$STACK_SITE" "$REPO"/.whl-stack/*.whl || return 1
+        say "stack ${STACK:-?} for the TE run: $(ls "$REPO"/.whl-stack | tr '\n' ' ')"
+    fi
     say "NeMo set installed ($(ls "$REPO"/.whl/*.whl | wc -l) wheels + overlay); code at $CODE"
     nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader >> "$LOG"
 }

@@ -2,7 +2,7 @@
 # Fetch, here (network, pip), everything the GPU device (no network; Python 3.12, torch 2.11 + CUDA 13 image)
 # needs to run the stage jobs with and without Transformer Engine. One command, from anywhere:
 #
-#   tools/device/fetch_device_wheels.sh
+#   tools/device/fetch_device_wheels.sh [STACK]
 #
 #   .whl/*.whl            NeMo 2.7.3's set (tools/device/device-wheels.txt; its two sdist-only packages built here)
 #   .whl/overlay/         first on PYTHONPATH there: NeMo's pins of lightning/transformers (device-overlay.txt)
@@ -10,6 +10,8 @@
 #                         extension (no binary wheel exists: tools/device/device_te.sh builds it on the device)
 #                         and SHA256SUMS of the core wheel
 #   .whl-te/parts/        the core wheel transformer_engine_cu13 (181 MiB, > one call's 64 MiB) cut into 3 parts
+#   .whl-stack/           with STACK (a row of tools/device/stacks/, e.g. 26.02): the wheels in which that
+#                         container's NeMo stack differs from the base set (device_te.sh puts them first for TE)
 #
 # .whl/ and .whl-te/ are git-ignored. What each device call carries: tools/device/device_te.sh.
 # Idempotent (pip skips what is there). Environment: PY (python running pip; default python3).
@@ -52,4 +54,9 @@ core=$(ls .whl-te/transformer_engine_cu13-"$TE_VERSION"-*.whl)
 (cd .whl-te && sha256sum "$(basename "$core")" > py/SHA256SUMS)
 rm -f .whl-te/parts/*
 split -d -a 2 -n 3 "$core" ".whl-te/parts/$(basename "$core").part-"
+if [ -n "${1:-}" ]; then  # 3. a container row's stack
+    rm -rf .whl-stack && mkdir -p .whl-stack
+    "$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .whl-stack -r <(grep -v '^#' "tools/device/stacks/$1.txt" | grep .)
+    du -sh .whl-stack
+fi
 du -sh .whl .whl/overlay .whl-te/py .whl-te/parts/*
