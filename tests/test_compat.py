@@ -82,9 +82,10 @@ def test_version_prefixes():
 def test_the_table_marks_tested_and_listed_stacks():
     tested = [s for s in compat.STACKS if s.tested]
     listed = [s for s in compat.STACKS if not s.tested]
-    assert {(s.nemo, s.megatron_core, s.modelopt) for s in tested} == {("2.7.3", "0.15.3", "0.37")}
+    assert {(s.nemo, s.megatron_core, s.modelopt) for s in tested} == {("2.7.3", "0.15.3", "0.37"),
+                                                                       ("2.7.0", "0.16", "0.41")}
     assert [(s.nemo, s.megatron_core, s.modelopt, s.transformer_engine) for s in listed] == \
-        [("2.7.0", "0.16", "0.41", ("2.12",))]
+        [("2.6.0", "0.15", "0.37", ("2.9",)), ("2.5.0", "0.14", "0.35", ("2.7",))]
 
 
 def test_the_cpu_test_stack_on_the_cpu_partition_has_no_problem():
@@ -107,11 +108,15 @@ def test_te_missing_fails_with_fused_attention_and_warns_with_unfused():
     assert "HF import" not in problems[0].what  # HF import runs on the local spec too (jobs/import_ckpt.py)
 
 
-def test_the_pinned_container_stack_is_listed_not_tested():
-    report = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.0rc0", "modelopt": "0.41.0"}))
+def test_the_pinned_container_stack_is_tested_and_an_older_one_only_listed():
+    report = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.0rc0", "modelopt": "0.41.0",
+                                               "transformer-engine": "2.12.0"}))
+    report["capabilities"]["te_importable"] = True
+    assert compat.compare(report, GPU) == [], lines(compat.compare(report, GPU))
+    report = with_gpus(canned(nemo="2.6.0", **{"megatron-core": "0.15.0", "modelopt": "0.37.0"}))
     problems = compat.compare(report, GPU)
     assert [p.severity for p in problems] == ["warn"], lines(problems)
-    assert "nemo:26.02 container stack" in problems[0].what and "--smoke" in problems[0].fix
+    assert "nemo:25.11 container" in problems[0].what and "--smoke" in problems[0].fix
 
 
 def test_an_optimizer_call_the_job_cannot_fit_fails_and_nemo_3_fails():
@@ -122,7 +127,7 @@ def test_an_optimizer_call_the_job_cannot_fit_fails_and_nemo_3_fails():
     report = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.1", "modelopt": "0.41.0"}))
     report["capabilities"]["optimizer_api_ok"] = False
     problems = compat.compare(report, GPU)
-    assert [p.severity for p in problems] == ["FAIL", "warn"] and "checked in the job" in problems[0].what
+    assert [p.severity for p in problems] == ["FAIL"] and "checked in the job" in problems[0].what
     assert "megatron-core==0.15.3" in problems[0].fix
     report["capabilities"]["optimizer_api_ok"] = True
     assert not [p for p in compat.compare(report, GPU) if p.severity == "FAIL"]

@@ -9,13 +9,23 @@ a version number, and the path that exists is taken. Standard library at import 
   parameters) is what NeMo's default values ask for. `optimizer_call` tells the three cases apart;
   `adapt_optimizer_call` puts a wrapper in megatron-core's module that drops the keywords when NeMo passes its
   defaults (what `nemo_parts.optimizer` builds), and refuses anything else.
+- **The zarr checkpoint strategy.** megatron-core 0.16 removed `dist_checkpointing.strategies.tensorstore`;
+  NeMo 2.5-2.7.x import it in the same try block as the rest of megatron's checkpointing
+  (`nemo/utils/callbacks/dist_ckpt_io.py`), so on 0.16 NeMo believes megatron-core is missing and its async
+  checkpoint IO, the default of the strategy NeMo's HF exporter builds, raises (the 26.02 stack's export
+  stage on the GPU device). The jobs write torch_dist checkpoints only: `install_stand_ins` puts a module in
+  its place, made only where megatron-core lacks it, whose zarr strategy refuses to run.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.machinery
 import inspect
-from typing import Any, Callable
+import sys
+import types
+from typing import Any, Callable, Optional
 
 LEGACY_OPTIMIZER_KEYWORDS = ("no_weight_decay_cond", "scale_lr_cond", "lr_mult")
 NATIVE, ADAPTED, INCOMPATIBLE = "native", "adapted", "incompatible"
@@ -61,3 +71,34 @@ def adapt_optimizer_call() -> str:
     if mode == ADAPTED:
         mcore_optimizer.get_megatron_optimizer = _without_legacy_keywords(current)
     return mode
+
+
+ZARR_STRATEGY = "megatron.core.dist_checkpointing.strategies.tensorstore"
+
+
+class _ZarrStrategyRemoved:
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise RuntimeError("zarr checkpoints need megatron-core's tensorstore strategy, which this megatron-core "
+                           "removed (0.16); the stage jobs write torch_dist checkpoints")
+
+
+class _StandInForRemovedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Last on sys.meta_path, so asked only once every real finder has said the module does not exist."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
+        return importlib.machinery.ModuleSpec(fullname, self) if fullname == ZARR_STRATEGY else None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__doc__ = "stand-in (jobs.stages.drift): removed in megatron-core 0.16"
+        module.TensorStoreLoadShardedStrategy = _ZarrStrategyRemoved
+
+
+def install_stand_ins() -> None:
+    """Stand in for the checkpoint strategy modules NeMo imports that the installed megatron-core lacks. Imports
+    nothing: the stand-in is made only if such a module is imported and no real one exists (jobs/stages/__init__.py
+    installs it before any stage module imports NeMo)."""
+    if not any(isinstance(finder, _StandInForRemovedModule) for finder in sys.meta_path):
+        sys.meta_path.append(_StandInForRemovedModule())

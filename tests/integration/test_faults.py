@@ -1,7 +1,8 @@
 """Faults on the real testbed (issue 7): a failing sbatch mid-submission, slurmctld down while
 `status` runs, a slurmd killed under a running stage, and finished jobs purged from slurmctld.
 
-Run after the other integration tests: these stop and kill testbed daemons (and bring them back).
+These stop and kill testbed daemons and bring them back before they end, so any order of the suite
+works (it runs in random order).
 A stage exiting non-zero is covered by test_slurm_executor.py.
 """
 
@@ -39,12 +40,14 @@ def _live_jobs_named(slurm, run_id: str) -> list[str]:
 def test_a_partition_that_does_not_exist_is_refused_before_anything_is_created(setup, slurm):
     cli, profile, recipe, root = setup
     before = squeue_ids_live(slurm)
+    runs = Path(root, "jobs", "runs")  # shared with this module's other tests, which may have run first
+    runs_before = set(os.listdir(runs)) if runs.exists() else set()
     proc = cli("submit", "--profile", profile, "--recipe", recipe, "--set", "stages.finetune.partition=nosuchpart")
     assert proc.returncode == 2, proc.stderr + proc.stdout
     assert proc.stderr.count("\n") == 1 and "partition 'nosuchpart' does not exist" in proc.stderr, proc.stderr
     assert "partitions: cpu, gpu" in proc.stderr
     assert squeue_ids_live(slurm) == before, "nothing queued"
-    assert not Path(root, "jobs", "runs").exists() or os.listdir(Path(root, "jobs", "runs")) == []
+    assert (set(os.listdir(runs)) if runs.exists() else set()) == runs_before, "no run directory created"
 
 
 def _sbatch_failing_on_call(root: Path, failing_call: int) -> Path:

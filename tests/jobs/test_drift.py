@@ -87,3 +87,35 @@ def test_the_drift_module_imports_only_the_standard_library():
 
     code = "import sys, jobs.stages.drift; sys.exit(bool({'torch', 'nemo', 'megatron'} & set(sys.modules)))"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def fake_strategies(monkeypatch, tmp_path):
+    """megatron.core.dist_checkpointing.strategies as a package in tmp_path, as megatron-core 0.16 (without
+    tensorstore.py) or 0.15 (with it) lay it out."""
+    parts = drift.ZARR_STRATEGY.split(".")[:-1]
+    for depth in range(1, len(parts) + 1):
+        package = types.ModuleType(".".join(parts[:depth]))
+        package.__path__ = [str(tmp_path)] if depth == len(parts) else []
+        monkeypatch.setitem(sys.modules, package.__name__, package)
+    monkeypatch.delitem(sys.modules, drift.ZARR_STRATEGY, raising=False)
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    drift.install_stand_ins()
+    return tmp_path
+
+
+def test_a_checkpoint_strategy_megatron_core_removed_is_stood_in_for(fake_strategies):
+    from megatron.core.dist_checkpointing.strategies import tensorstore  # what NeMo 2.5-2.7.x's checkpoint IO does
+
+    assert "stand-in" in tensorstore.__doc__
+    with pytest.raises(RuntimeError, match="zarr checkpoints need"):
+        tensorstore.TensorStoreLoadShardedStrategy(load_directly_on_device=True)
+
+
+def test_a_checkpoint_strategy_megatron_core_has_is_its_own(fake_strategies):
+    (fake_strategies / "tensorstore.py").write_text("TensorStoreLoadShardedStrategy = 'the real one'\n")
+    from megatron.core.dist_checkpointing.strategies import tensorstore
+
+    assert tensorstore.TensorStoreLoadShardedStrategy == "the real one"
+    drift.install_stand_ins()
+    assert sum(isinstance(f, drift._StandInForRemovedModule) for f in sys.meta_path) == 1

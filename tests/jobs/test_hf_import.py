@@ -19,6 +19,8 @@ import pytest
 pytestmark = pytest.mark.nemo
 
 REPO = Path(__file__).resolve().parents[2]
+DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                         "NODE_RANK", "GROUP_RANK")
 SHAPE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=128, rope_theta=10000.0)
 SCRIPT = """
@@ -26,9 +28,8 @@ import json, sys
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests/jobs"]
 import cpu_shim
 cpu_shim.install()
-import nemo.collections.llm  # noqa: F401
 from jobs.runtime.engine import te_available
-from jobs.stages import data, import_ckpt
+from jobs.stages import data, import_ckpt  # the stage's own imports, NeMo's among them, in the stage's order
 from tools import hf_roundtrip
 assert not te_available()  # this test is the local-spec path
 root = sys.argv[2]
@@ -43,9 +44,11 @@ print("RESULT " + json.dumps(row), flush=True)
 
 
 def test_local_hf_directory_imports_without_te_and_keeps_the_logits(tmp_path):
+    # Not the session's own distributed variables: in-process stage tests leave MASTER_PORT set to a port their
+    # process group still listens on (with random test order, this test may run after them).
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO), str(tmp_path), json.dumps(SHAPE)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env={**env, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (line,) = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     row = json.loads(line[len("RESULT "):])
