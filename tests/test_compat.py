@@ -1,4 +1,4 @@
-"""The container probe's comparison (launcher/compat.py) on canned reports, the probe's function list
+"""The container probe's comparison (launcher/app/compat.py) on canned reports, the probe's function list
 against the jobs' own imports, and the probe job in a Python that has none of the packages."""
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ _last_progress: Optional[float] = None
 
 
 def note_progress(now: Optional[float] = None) -> None:
-    """Every rank calls this when it finishes a step (jobs.common.report_progress does), so the stall
-    watchdog of jobs.task sees progress on ranks that print nothing."""
+    """Every rank calls this when it finishes a step (jobs.runtime.frame.report_progress does), so the stall
+    watchdog of jobs.runtime.task sees progress on ranks that print nothing."""
     global _last_progress
     _last_progress = time.time() if now is None else now
 

@@ -1,6 +1,6 @@
 """The container probe (`minitron check --probe`): what this image, on this partition, offers the stage jobs.
 
-Started like every stage, `python -m jobs.task jobs.probe --config RUN_DIR/stages/<stage>.json`, through
+Started like every stage, `python -m jobs.runtime.task jobs.stages.probe --config RUN_DIR/stages/<stage>.json`, through
 the same script (Pyxis flags, mounts, environment) as the real stages. Rank 0 imports what the jobs
 import, one module at a time, each in try/except (a missing or broken package is recorded, never
 fatal), looks up every NeMo / megatron-core / ModelOpt function the jobs call (`FUNCTIONS`), tests
@@ -10,7 +10,7 @@ every step, so a process that dies inside a C extension still leaves what it fou
 died (`step`). Other ranks (one per GPU under srun) wait for rank 0 and exit 0.
 
 Standard library only at import time: this module must run in any Python the profile names. The
-launcher compares the report with its compatibility table (launcher/compat.py).
+launcher compares the report with its compatibility table (launcher/app/compat.py).
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def _wait_for_rank_zero(path: str) -> None:
 
 def main(argv: list[str]) -> int:
     if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
-        print("usage: python -m jobs.task jobs.probe --config STAGE.json", file=sys.stderr)
+        print("usage: python -m jobs.runtime.task jobs.stages.probe --config STAGE.json", file=sys.stderr)
         return 2
     cfg = read_stage_config(argv[argv.index("--config") + 1])
     path = cfg.outputs["report"]

@@ -2,9 +2,9 @@
 
 The probe is a run like any other, with one `probe` stage per distinct image and partition the stages
 use (GPU partition; CPU partition when it differs), rendered by the executor's own `render_script`
-(same Pyxis flags, mounts, environment and `python -m jobs.task` start as every stage), written by
+(same Pyxis flags, mounts, environment and `python -m jobs.runtime.task` start as every stage), written by
 `registry.create_run`, indexed (so `minitron status/logs/cancel RUN` work on it) and submitted through
-the executor. The job (jobs/probe.py) writes a JSON report; `launcher/compat.py` turns it into problems.
+the executor. The job (jobs/stages/probe.py) writes a JSON report; `launcher/app/compat.py` turns it into problems.
 
 The smoke run is the bundled tiny recipe on the user's own profile, every stage on one node, with short
 limits (`SMOKE_OVERRIDES`); its runs are named `smoke-…` and `minitron status` ends with a verdict.

@@ -218,10 +218,12 @@ class Planner(TrainingLayouts):
     def _plan_evaluation(self, sp: StagePlan, st: Any) -> None:
         """Validation of every model on the batches its kind's `batches_from` trained on: data-parallel
         forward passes over one node, TP=1, the smallest PP that fits the teacher."""
+        curves = any(i.output == "log_dir" for i in sp.stage_kind.inputs)
+        then = "plots from the trainers' TensorBoard logs" if curves else "a table"
         if self.profile.gpus_per_node == 0:
             sp.est_startup_s = round(self._startup_s(True), 1)
             sp.est_hours = sp.est_startup_s / 3600
-            sp.why = "CPU only: plots and tables from the trainers' TensorBoard logs"
+            sp.why = f"CPU only: {then}"
             return
         gpn = self.profile.gpus_per_node
         shape = teacher_shape(self.recipe)
@@ -243,7 +245,7 @@ class Planner(TrainingLayouts):
         sp.est_hours = (sp.est_startup_s + tokens * mm.forward_flops_per_token(shape, seq) / (gpn * self.tflops * 1e12)
                         + batches * tm.MICRO_BATCH_OVERHEAD_S) / 3600
         sp.why = (f"TP=1 PP={pp} DP={dp} MBS={mbs}: validation loss of {models} models on {trained.limit_val_batches} "
-                  f"batches of {gbs}, then plots from the trainers' TensorBoard logs")
+                  f"batches of {gbs}, then {then}")
 
     def _evaluation_layout(self, shape: mm.Shape, trained: Any, seq: int, gpn: int,
                            key: str) -> tuple[int, int, mm.MemoryEstimate]:

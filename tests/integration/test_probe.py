@@ -54,7 +54,7 @@ def test_check_probe_reports_the_venv_stack_and_te_missing(slurm, tmp_path):
     code, status = cli.status(run_id)
     assert code == 0 and {s["state"] for s in status["stages"]} == {"DONE"}
     script = Path(runs[0], "scripts", "probe_gpu.sh").read_text()
-    assert "#SBATCH --gpus-per-node=2" in script and "-m jobs.runtime.task jobs.probe --config" in script
+    assert "#SBATCH --gpus-per-node=2" in script and "-m jobs.runtime.task jobs.stages.probe --config" in script
     # --json: the whole report and the problems (a second, shorter probe: the CPU partition only)
     single = write_test_profile(tmp_path / "cpu.yaml", tmp_path / "jobs", python=PYTHON, gpus_per_node=0,
                                 cpu_partition="gpu")

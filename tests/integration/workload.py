@@ -1,11 +1,11 @@
 """A stand-in stage for executor tests (`python -m workload --config STAGE.json`).
 
-It keeps the whole stage contract (jobs/contract.py, which it uses as the real jobs do) — reads
+It keeps the whole stage contract (jobs/contract/, which it uses as the real jobs do) — reads
 its stage config, prints progress lines, checkpoints, leaves the continue marker and exits
 StageExit.CONTINUE on SIGUSR1, resumes from its checkpoint, writes its outputs and the complete
 marker, does nothing when already complete — but sleeps instead of training, so the executor (the
 thing under test) can be driven through every path in seconds. It runs, like every stage, under
-`python -m jobs.task`, so it sees torch's RANK/WORLD_SIZE/LOCAL_RANK variables.
+`python -m jobs.runtime.task`, so it sees torch's RANK/WORLD_SIZE/LOCAL_RANK variables.
 
 Test knobs: MT_STEP_SECONDS (sleep per step), a file RUN_DIR/fail-<stage> makes that stage
 exit 3 (delete it and `minitron resume` recovers), and a file RUN_DIR/hold-<stage> makes it wait
@@ -73,7 +73,7 @@ def main() -> int:
             loss = 5.0 / step
             print(progress_line(step, total, loss, loss + 0.1 if step % 5 == 0 else None), flush=True)
         if interrupted:
-            if rank == 0:  # the checkpoint, then the continue marker, as jobs.common does
+            if rank == 0:  # the checkpoint, then the continue marker, as jobs.runtime.frame does
                 atomic_write(checkpoint, json.dumps({"step": step}))
                 write_continue(layout, stage)
                 print(f"{stage}: SIGUSR1 → checkpoint at step {step}, exiting {int(StageExit.CONTINUE)}", flush=True)
