@@ -29,11 +29,15 @@
 # te, both submits, both probes and wait. `install` is base without the run; `tf32` (after te) imports
 # hf://$HF_REPO with TE and compares it with HF twice, as the stack sets TF32 and with NVIDIA_TF32_OVERRIDE=0
 # ($OUT/tf32-default.json, $OUT/tf32-0.json).
-# Exit: 0 both runs DONE, 1 a run failed or a step broke, 3 still running at the deadline (call `wait` again).
+# Exit: 0 every submitted run DONE, 1 a run failed or a step broke, 3 still running at the deadline (call `wait` again).
 #
 # Another NeMo 2 stack for the TE run (a container row of tools/device/stacks/): carry .whl-stack (its wheels,
 # fetched by fetch_device_wheels.sh STACK) with call 1; `base` installs them into $STACK_SITE, which goes first on
-# the TE run's path (the TE-hidden run keeps the base set). STACK=<row> in front of every call names it in the logs.
+# the TE run's path (the TE-hidden run keeps the base set unless STACK_RUNS=both). STACK=<row> in front of every
+# call names it in the logs. EXTRA_SET="key=value ..." adds recipe overrides to both submits (a shorter graph).
+# One call, TE hidden, on a row's stack (no TE parts to carry): carry .whl .whl-stack and run
+#   STACK=26.02 STACK_RUNS=both tools/device/device_te.sh base && /tmp/mt-code/tools/device/device_te.sh probe nonte;
+#   /tmp/mt-code/tools/device/device_te.sh wait 420
 #
 # The HF round trip (issue 13 item 8) is the same sequence with ROUNDTRIP=1 in front of every call: `base`
 # first saves a random Llama with `transformers` (python -m tools.hf_roundtrip make: its own BPE, the
@@ -48,7 +52,8 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CODE=/tmp/mt-code               # the code both runs use (copied once: later calls may carry another tree)
 CARRY=/tmp/minitron-carry       # carried TE files, kept across calls
 SITE=/tmp/site OVERLAY=/tmp/overlay TE_SITE=/tmp/te-site STACK_SITE=/tmp/stack-site
-STACK=${STACK:-}
+STACK=${STACK:-} STACK_RUNS=${STACK_RUNS:-te}
+EXTRA_SET=${EXTRA_SET:-}
 WORK=/tmp/mt-runs
 ROUNDTRIP=${ROUNDTRIP:-0}
 HF_DIR=/tmp/mt-hf/tiny-llama HF_REPO=minitron-test/tiny-llama
@@ -60,8 +65,10 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 say() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
 pip_target() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$@"; }
 
-pythonpath() {  # te: TE importable; nonte: TE absent from the path
-    if [ "$1" = te ]; then echo "$OVERLAY:$STACK_SITE:$TE_SITE:$SITE:$CODE"; else echo "$OVERLAY:$SITE:$CODE"; fi
+pythonpath() {  # te: TE importable; nonte: TE absent from the path (the row's stack only with STACK_RUNS=both)
+    if [ "$1" = te ]; then echo "$OVERLAY:$STACK_SITE:$TE_SITE:$SITE:$CODE"
+    elif [ "$STACK_RUNS" = both ]; then echo "$OVERLAY:$STACK_SITE:$SITE:$CODE"
+    else echo "$OVERLAY:$SITE:$CODE"; fi
 }
 
 stash() {  # copy carried files (dirs or files) into $CARRY, keeping their last path component's folder
@@ -151,7 +158,9 @@ submit() {  # $1 = te | nonte: the tiny recipe with the device profile (own job_
     if [ "$have_te" != "$([ "$mode" = te ] && echo True || echo False)" ]; then
         say "submit $mode: TE importability is not what this run needs"; return 1
     fi
-    local recipe=(-r tiny)
+    local recipe=(-r tiny) sets kv
+    read -ra sets <<< "$EXTRA_SET"   # split on blanks, no globbing ("students=[width]")
+    for kv in "${sets[@]}"; do recipe+=(--set "$kv"); done
     if [ "$ROUNDTRIP" = 1 ]; then
         recipe=(-r "$CODE/tools/device/hf-roundtrip.yaml")
         [ "$mode" = nonte ] && recipe+=(--set "model.source=$HF_DIR" --set "model.tokenizer=$HF_DIR")
@@ -309,7 +318,9 @@ wait_runs() {  # poll both runs until neither is running or $1 seconds passed; c
     for m in te nonte; do [ -f "$OUT/$m/summary.txt" ] && sed -n '1,14p' "$OUT/$m/summary.txt"; done
     if [ "$te_rc" = 3 ] || [ "$nonte_rc" = 3 ]; then return 3; fi
     if [ "$ROUNDTRIP" = 1 ] && ! checkers_done; then return 3; fi
-    [ "$te_rc" = 0 ] && [ "$nonte_rc" = 0 ]
+    # every submitted run DONE (a run never submitted, 9, is no failure unless neither was)
+    { [ "$te_rc" = 0 ] || [ "$te_rc" = 9 ]; } && { [ "$nonte_rc" = 0 ] || [ "$nonte_rc" = 9 ]; } \
+        && [ "$te_rc$nonte_rc" != 99 ]
 }
 
 cmd=${1:-all}; shift || true
