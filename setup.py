@@ -2,8 +2,8 @@
 
 The cluster profiles stay in the repo's top-level `cluster_profiles/` (no copy in the source tree);
 building a wheel copies their YAML into the `launcher` package as `launcher/_bundled/cluster_profiles/`,
-where `launcher.bundled.profile_dir()` finds them in an install. An editable install (`pip install -e .`)
-copies nothing: there `launcher.bundled` reads the checkout's `cluster_profiles/` directly.
+where `launcher.core.bundled.profile_dir()` finds them in an install. An editable install (`pip install -e .`)
+copies nothing: there `launcher.core.bundled` reads the checkout's `cluster_profiles/` directly.
 """
 
 import os
@@ -40,7 +40,7 @@ class build_py_with_bundled(build_py):
 
     def run(self):
         super().run()
-        if getattr(self, "editable_mode", False):  # editable: launcher.bundled reads the checkout
+        if getattr(self, "editable_mode", False):  # editable: launcher.core.bundled reads the checkout
             return
         for target, source in self._bundled_mapping().items():
             self.mkpath(os.path.dirname(target))

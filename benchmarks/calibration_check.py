@@ -3,7 +3,8 @@ calibrated)? Runs the same small run twice through the launcher with the local e
 machine, stages being the test workload (tests/integration/workload.py: it keeps the stage contract
 and sleeps per step), and compares the plan's critical path with the measured wall time:
 
-  1. plan (no calibration data) → submit → wait → status records the measured stage times;
+  1. plan (no calibration data) → submit → wait → the run's measured stage times recorded (the local
+     supervisor at the run's end, or `minitron calibrate`);
   2. plan again (now "calibrated from 1 run") → submit → wait.
 
     python benchmarks/calibration_check.py [--steps 40] [--step-seconds 0.1]

@@ -68,7 +68,7 @@ def layouts(gpus: int, layers: int, heads: int, groups: int, gbs: int, mbs: int,
 
 
 def estimate_gib(shape, teacher, tp, pp, mbs, gpus, seq, gbs) -> float:
-    from launcher import memory as mm
+    from launcher.planning import memory as mm
     from planner_gpu import SHAPES
 
     dp = gpus // (tp * pp)

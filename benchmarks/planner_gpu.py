@@ -11,7 +11,7 @@ reduction and the distributed optimizer, and runs synthetic batches through mega
 pipeline schedule. With --teacher, a frozen teacher's logits drive a forward-KL loss on the
 student's (TP-aware), as in logits-only distillation. Rank 0 appends one JSON line: the layout,
 seconds per step, tokens/s/GPU, model TFLOP/s/GPU, peak allocated/reserved GiB (max over ranks)
-and the launcher's memory estimate for the same layout (launcher/memory.py, attention unfused).
+and the launcher's memory estimate for the same layout (launcher/planning/memory.py, attention unfused).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from launcher import memory as mm  # noqa: E402  (pure Python: the same model the planner uses)
+from launcher.planning import memory as mm  # noqa: E402  (pure Python: the same model the planner uses)
 
 SHAPES = {  # layers, hidden, ffn, heads, query groups, vocab
     "8b": mm.Shape(32, 4096, 14336, 32, 8, 128256),

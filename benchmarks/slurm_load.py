@@ -7,8 +7,7 @@
    `minitron status` does after loading the run record: `launcher.runs.status.query_runs([(run, record)])`
    (markers first, then one batched `SlurmExecutor.query` for the jobs the markers cannot settle) and
    `launcher.runs.status.run_report`, with the module's `executor_for` pointed at a SlurmExecutor whose
-   SlurmClient we keep and whose `calls` we read (report_for adds only the calibration record of a
-   DONE run). Also `minitron status --json` of each finished run as a fresh process.
+   SlurmClient we keep and whose `calls` we read (what `report_for` does, minus loading the record). Also `minitron status --json` of each finished run as a fresh process.
 2. Time from `minitron submit` start to every job queued, for the tutorial recipe's 8 stages
    (minitron-8b-wikitext rendered for a testbed profile, every stage the sleeping workload), with a
    breakdown from logging sbatch wrappers on PATH.
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from jobs.contract import Marker  # noqa: E402
-from launcher import status as status_mod  # noqa: E402
+from launcher.runs import status as status_mod  # noqa: E402
 from launcher.backends.slurm import SlurmClient, SlurmExecutor  # noqa: E402
 from launcher.runs.registry import open_run  # noqa: E402
 from launcher.runs.state import LIVE as LIVE_STAGE_STATES, LIVE_RUN_STATES, RunState  # noqa: E402
@@ -251,14 +250,13 @@ def slurm_time(text: str) -> float:
 def gaps(bed, run_dir: str) -> list[dict]:
     """For each stage with parents: latest parent end → its start, from markers and from the jobcomp log."""
     run = open_run(run_dir)
-    plan = run.load_plan()
     record = run.load_record()
     comp = C.jobcomp(bed)
     rows = []
-    for stage in plan["stages"]:
-        if not stage["depends_on"]:
+    for stage in run.plan.stages:
+        if not stage.depends_on:
             continue
-        name, parents = stage["name"], stage["depends_on"]
+        name, parents = stage.name, stage.depends_on
         parent_end = max(os.stat(run.layout.marker(p, Marker.FINISHED)).st_mtime for p in parents)
         child_start = os.stat(run.layout.marker(name, Marker.STARTED)).st_mtime
         recs = [comp.get(record.stages[p].job_id) for p in parents]

@@ -70,6 +70,27 @@ def test_dry_run_writes_a_complete_run_directory(tmp_path, minitron_home):
     assert json.loads(listed.stdout)[0]["run_id"] == out["run_id"]
 
 
+def test_report_reads_what_the_report_stage_wrote(tmp_path, minitron_home):
+    env = {"MINITRON_HOME": str(minitron_home)}
+    profile = write_profile(tmp_path / "p.yaml")
+    run = json.loads(run_cli("submit", "--dry-run", "--json", "--profile", profile, env=env).stdout)
+    early = run_cli("report", run["run_id"], env=env)
+    assert early.returncode == 2 and "has no report yet" in early.stderr and "Traceback" not in early.stderr
+    outputs = json.load(open(os.path.join(run["run_dir"], "stages", "report.json")))["outputs"]
+    os.makedirs(os.path.dirname(outputs["summary_json"]), exist_ok=True)
+    with open(outputs["summary_json"], "w") as handle:
+        json.dump({"val_loss": {"teacher": 3.25, "width": 3.5}}, handle)
+    with open(outputs["summary_md"], "w") as handle:
+        handle.write("# Minitron summary\n\nwidth student: 3.5\n")
+    proc = run_cli("report", run["run_id"], "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["val_loss"] == {"teacher": 3.25, "width": 3.5}
+    assert {s["stage"] for s in report["plan_vs_actual"]["stages"]} >= {"finetune", "report"}
+    people = run_cli("report", run["run_id"], env=env)
+    assert people.returncode == 0 and "Minitron summary" in people.stdout, people.stderr
+
+
 def test_unwritable_job_dir_fails_cleanly(tmp_path, minitron_home):
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -105,7 +105,15 @@ def test_te_missing_fails_with_fused_attention_and_warns_with_unfused():
     assert "Transformer Engine is not importable" in problems[0].what and "attention: unfused" in problems[0].fix
     problems = compat.compare(report, {**GPU, "attention": "unfused"})
     assert [p.severity for p in problems] == ["warn"] and "local spec" in problems[0].what
-    assert "HF import" not in problems[0].what  # HF import runs on the local spec too (jobs/import_ckpt.py)
+    assert "HF import" not in problems[0].what  # HF import runs on the local spec too (jobs/stages/import_ckpt.py)
+
+
+def test_an_untested_engine_on_a_tested_stack_is_named():
+    report = with_gpus(canned(), te="2.9.0")
+    problems = compat.compare(report, GPU)
+    assert [p.what for p in problems] == [
+        "Transformer Engine 2.9.0 has not been tested with NeMo 2.7.3 + megatron-core 0.15.3 + ModelOpt 0.37.0 "
+        "+ TE 2.9.0"], lines(problems)
 
 
 def test_the_pinned_container_stack_is_tested_and_an_older_one_only_listed():
@@ -113,6 +121,9 @@ def test_the_pinned_container_stack_is_tested_and_an_older_one_only_listed():
                                                "transformer-engine": "2.12.0"}))
     report["capabilities"]["te_importable"] = True
     assert compat.compare(report, GPU) == [], lines(compat.compare(report, GPU))
+    without_te = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.0", "modelopt": "0.41.0"}), te=None)
+    problems = compat.compare(without_te, {**GPU, "attention": "unfused"})  # GPU-proven on 2026-12-04 too
+    assert [p.what for p in problems if "has not been tested" in p.what] == [], lines(problems)
     report = with_gpus(canned(nemo="2.6.0", **{"megatron-core": "0.15.0", "modelopt": "0.37.0"}))
     problems = compat.compare(report, GPU)
     assert [p.severity for p in problems] == ["warn"], lines(problems)

@@ -91,3 +91,15 @@ def test_the_contract_imports_only_the_standard_library():
     code = ("import sys, jobs.contract, jobs.runtime.task; mods = set(sys.modules); "
             "sys.exit(bool({'torch', 'nemo', 'yaml', 'launcher'} & {m.split('.')[0] for m in mods}))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_launchers_choices_are_the_contracts():
+    """A precision or attention path the launcher accepts is one the jobs' validator accepts, and back."""
+    from typing import get_args, get_type_hints
+
+    from jobs.contract import ATTENTION, PRECISIONS
+    from launcher.config.profile import ClusterProfile
+    from launcher.config.recipe import Precision
+
+    assert get_args(Precision) == PRECISIONS
+    assert get_args(get_type_hints(ClusterProfile)["attention"]) == ATTENTION

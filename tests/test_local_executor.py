@@ -148,3 +148,18 @@ def test_a_failing_rank_s_own_exit_code_is_shown_not_torchrun_s(setup, tmp_path)
     assert open(os.path.join(sub["run_dir"], "markers", "finetune.finished")).read().strip() == "1", "torchrun's"
     assert by_name(report)["report"]["state"] == "CANCELLED"
     assert by_name(report)["report"]["reason"] == "DependencyNeverSatisfied"
+
+
+def test_the_supervisor_refuses_a_run_directory_that_is_not_private(tmp_path, capsys):
+    from launcher.backends import local_supervisor
+    from tests.rendered import render_run
+
+    run = render_run(tmp_path / "r")
+    link = tmp_path / "link"
+    link.symlink_to(run.dir)
+    assert local_supervisor.main([str(link), "g1", "data"]) == 2  # a run reached through a link
+    os.chmod(os.path.dirname(run.dir), 0o777)
+    assert local_supervisor.main([run.dir, "g1", "data"]) == 2     # a runs directory others may write
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("minitron supervisor: ") for line in errors), errors
+    assert not os.path.exists(os.path.join(run.dir, "local"))      # nothing started, no supervisor state

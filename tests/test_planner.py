@@ -427,3 +427,11 @@ def test_divisors_are_exact_and_take_square_root_steps():
         assert len(divisors(n)) == 21 * 7
     finally:
         sys.settrace(None)
+
+
+def test_precision_is_the_recipes_on_gpus_and_full_on_the_cpu():
+    recipe = load_recipe("tiny", ['precision="16-mixed"', 'stages.distill.precision="bf16-mixed"',
+                                  "stages.import.gpus=0"])
+    plan = {s.name: s for s in make_plan(profile_of(1, 1, 80, "local"), recipe).stages}
+    assert plan["finetune"].precision == "16-mixed" and plan["distill_width"].precision == "bf16-mixed"
+    assert not plan["import"].uses_gpus and plan["import"].precision == "32"  # the old jobs' CPU default too

@@ -1,4 +1,4 @@
-"""The state machine (launcher/state.py): every row of the decision table, the exit code's source,
+"""The state machine (launcher/runs/state.py): every row of the decision table, the exit code's source,
 and the run's state from its stages. Pure functions: no Slurm, no files."""
 
 from __future__ import annotations

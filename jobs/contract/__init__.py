@@ -13,18 +13,18 @@ from .config import (ATTENTION, DATA_ROLES, PRECISIONS, PRUNE_TARGETS, SCHEMA_VE
 from .exits import CONTINUE_SIGNAL, StageExit
 from .files import read_bounded, write_json_atomic, write_text_atomic
 from .kinds import (BY_NAME, KINDS, PIPELINE_KINDS, PROBE, VARIANT, Estimate, Input, Output, Per, Resources,
-                    StageKind, kind, stage_name)
+                    StageKind, stage_name)
 from .layout import RunLayout
-from .markers import (MAX_EXCEPTION_CHARS, PER_ATTEMPT_MARKERS, STARTED_FIELDS, Failure, Marker, Markers, Started,
-                      parse_finished, parse_started, read_markers, write_complete, write_continue, write_failure)
-from .progress import PROGRESS_TAG, Progress, last_progress, note_progress, parse_progress, progress_line
+from .markers import (PER_ATTEMPT_MARKERS, STARTED_FIELDS, Failure, Marker, Markers, Started, read_markers,
+                      write_complete, write_continue, write_failure)
+from .progress import Progress, last_progress, note_progress, parse_progress, progress_line
 
 __all__ = [
-    "ATTENTION", "BY_NAME", "CONTINUE_SIGNAL", "DATA_ROLES", "KINDS", "MAX_EXCEPTION_CHARS", "PER_ATTEMPT_MARKERS",
-    "PIPELINE_KINDS", "PRECISIONS", "PROBE", "PROGRESS_TAG", "PRUNE_TARGETS", "SCHEMA_VERSION", "SECTION_KEYS",
+    "ATTENTION", "BY_NAME", "CONTINUE_SIGNAL", "DATA_ROLES", "KINDS", "PER_ATTEMPT_MARKERS",
+    "PIPELINE_KINDS", "PRECISIONS", "PROBE", "PRUNE_TARGETS", "SCHEMA_VERSION", "SECTION_KEYS",
     "STARTED_FIELDS", "VARIANT", "ConfigError", "Estimate", "Failure", "Input", "Marker", "Markers", "Output", "Per",
-    "Progress", "Resources", "RunLayout", "StageConfig", "StageExit", "StageKind", "Started", "kind",
-    "last_progress", "note_progress", "parse_finished", "parse_progress", "parse_started", "progress_line",
+    "Progress", "Resources", "RunLayout", "StageConfig", "StageExit", "StageKind", "Started",
+    "last_progress", "note_progress", "parse_progress", "progress_line",
     "read_bounded", "read_markers", "read_stage_config", "seq_length", "stage_config_text", "stage_name",
     "validate", "write_complete", "write_continue", "write_failure", "write_json_atomic", "write_stage_config",
     "write_text_atomic",

@@ -4,8 +4,8 @@ The launcher and the jobs read this table instead of naming kinds: the recipe's 
 stage or one per pruning entry or student, inputs from other kinds' outputs, which kinds a recipe
 may turn off), the stage-config builder and its validation (sections, inputs, outputs), the planner
 (resources and estimate model), the scripts (training kinds are requeued and signalled before their
-time limit), status and calibration (what progress means), the probe (packages per kind) and the
-tools and tests. Adding a kind is one entry here plus its job module. Standard library only.
+time limit), status and calibration (which kinds report steps), the probe (packages per kind), the
+scripts' `# what:` line and the tests. Adding a kind is one entry here plus its job module. Standard library only.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Output:
 class StageKind:
     name: str
     entrypoint: str                     # the job module `python -m jobs.runtime.task` runs
-    doc: str                            # one line for people (docs, `minitron plan`)
+    doc: str                            # one line for people (the `# what:` line of its rendered script)
     sections: tuple[str, ...]           # stage-config sections the job reads (jobs.contract.config.SECTION_KEYS)
     inputs: tuple[Input, ...] = ()
     outputs: tuple[Output, ...] = ()
@@ -83,7 +83,6 @@ class StageKind:
     per: Per = Per.ONE
     tag: str = ""                       # short prefix of a per-variant stage's Slurm job name ("kd-width")
     trains: bool = False                # steps with checkpoints: requeued, signalled before its limit, watched
-    progress: str = ""                  # what the steps of its progress lines count
     student: bool = False               # its model is the pruned student of its variant (else the teacher)
     teacher_forward: bool = False       # the fine-tuned teacher runs beside it, forward only
     batches_from: Optional[str] = None  # evaluates on the validation batches of this (training) kind
@@ -92,7 +91,6 @@ class StageKind:
     enabled_by_default: bool = True
     skip_if: Optional[str] = None       # a recipe condition under which the recipe itself provides its outputs
     pipeline: bool = True               # part of a recipe's stage graph (the probe is a run of its own)
-    backends: tuple[str, ...] = ("nemo2",)
     packages: tuple[str, ...] = ()      # what its job imports, as the probe reports them (jobs/stages/probe.py)
 
     def output(self, name: str) -> Output:
@@ -121,7 +119,7 @@ KINDS: tuple[StageKind, ...] = (
         sections=("model", "data", "parallel", "batch", "train", "engine"),
         inputs=(Input("model", "import", "model"), DATA),
         outputs=(MODEL, LOGS), resources=Resources.NODES, estimate=Estimate.TRAINING, trains=True,
-        progress="optimizer steps", settings="training", packages=NEMO),
+        settings="training", packages=NEMO),
     StageKind(
         "prune", "jobs.stages.prune", "depth or width pruning of the fine-tuned teacher (ModelOpt Minitron)",
         sections=("model", "data", "parallel", "batch", "prune", "engine"),
@@ -133,7 +131,7 @@ KINDS: tuple[StageKind, ...] = (
         sections=("model", "data", "parallel", "batch", "train", "distill", "student_shape", "engine"),
         inputs=(Input("student", "prune", "model"), Input("teacher", "finetune", "model"), DATA),
         outputs=(MODEL, LOGS), resources=Resources.NODES, estimate=Estimate.TRAINING, per=Per.STUDENT, tag="kd-",
-        trains=True, progress="optimizer steps", student=True, teacher_forward=True, settings="distillation",
+        trains=True, student=True, teacher_forward=True, settings="distillation",
         packages=NEMO),
     StageKind(
         "report", "jobs.stages.report", "validation loss of every model, loss curves, a plot and a summary",
@@ -155,21 +153,12 @@ KINDS: tuple[StageKind, ...] = (
         estimate=Estimate.HF_EXPORT, settings="conversion", optional=True, enabled_by_default=False, packages=NEMO),
     StageKind(
         "probe", "jobs.stages.probe", "what the container offers the stage jobs (`minitron check --probe`)",
-        sections=("probe",), outputs=(Output("report", "probe.json"),), estimate=Estimate.PROBE, pipeline=False,
-        backends=()),
+        sections=("probe",), outputs=(Output("report", "probe.json"),), estimate=Estimate.PROBE, pipeline=False),
 )
 
 BY_NAME: dict[str, StageKind] = {k.name: k for k in KINDS}
 PIPELINE_KINDS: tuple[StageKind, ...] = tuple(k for k in KINDS if k.pipeline)
 PROBE = BY_NAME["probe"]
-
-
-def kind(name: str) -> StageKind:
-    """The kind of this name; KeyError names the known ones."""
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown stage kind {name!r} (known: {', '.join(BY_NAME)})") from None
 
 
 def stage_name(kind_: StageKind, variant: Optional[str]) -> str:

@@ -37,9 +37,6 @@ class RunLayout:
     def stage_work(self, stage: str) -> str:
         return os.path.join(self.work, stage)
 
-    def model_path(self, stage: str) -> str:
-        return os.path.join(self.work, stage, "model")
-
     def marker(self, stage: str, marker: enum.Enum) -> str:
         """RUN_DIR/markers/<stage>.<marker> for a `markers.Marker`."""
         return os.path.join(self.markers, f"{stage}.{marker.value}")

@@ -55,7 +55,7 @@ def save_random_model(cfg: StageConfig, output_path: str) -> None:
 def te_to_local_name(key: str) -> str:
     """`decoder.layers.*.self_attention.linear_qkv.layer_norm_weight` -> `decoder.layers.*.input_layernorm.weight`,
     `...mlp.linear_fc1.layer_norm_weight` -> `...pre_mlp_layernorm.weight`: the inverse of the local spec's
-    `sharded_state_dict_keys_map` (what jobs/export.py applies the other way)."""
+    `sharded_state_dict_keys_map` (what jobs/stages/export.py applies the other way)."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
     keys_map = get_gpt_layer_local_spec(normalization="RMSNorm").submodules.sharded_state_dict_keys_map

@@ -54,7 +54,7 @@ PACKAGES: tuple[tuple[str, str, str], ...] = (
 )
 
 # Every NeMo / megatron-core / ModelOpt / Lightning name the stage jobs use: (module, attribute, stage kinds
-# that use it). tests/test_compat.py checks this list against the imports of jobs/*.py. A name starting
+# that use it). tests/test_compat.py checks this list against the imports of jobs/stages/*.py. A name starting
 # with "_" is NeMo/ModelOpt private API (it may vanish in any release).
 FUNCTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # nemo.collections.llm

@@ -1,8 +1,9 @@
-"""One function per CLI command. Each returns the process exit code (launcher/errors.ExitCode)."""
+"""One function per CLI command. Each returns the process exit code (launcher/core/errors.ExitCode)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time

@@ -1,4 +1,4 @@
-"""What a container probe (jobs/probe.py) found, against what the stage jobs need: one `Problem` per finding.
+"""What a container probe (jobs/stages/probe.py) found, against what the stage jobs need: one `Problem` per finding.
 
 `STACKS` is the compatibility table: the software stacks the jobs ran on (`tested`) and the stack the
 pinned container carries per NVIDIA's release table (listed, never run here). `compare` turns one probe
@@ -36,10 +36,11 @@ STACKS: tuple[Stack, ...] = (
           "tests/jobs on the CPU, every stage for real (docs/jobs.md, Tests)"),
     Stack("GPU device (1 x H200, no container)", True, "2.7.3", "0.15.3", "0.37", ("absent", "2.12"), "2.11",
           "the tiny recipe through minitron submit with and without TE (docs/jobs.md, GPU device)"),
-    Stack("nemo:26.02 container stack, rebuilt from wheels", True, "2.7.0", "0.16", "0.41", ("2.12",), "2.11",
+    Stack("nemo:26.02 container stack, rebuilt from wheels", True, "2.7.0", "0.16", "0.41", ("absent", "2.12"), "2.11",
           "the tiny recipe with TE on one H200 (commit 6a67dc8, benchmarks/results/stacks-gpu-20261204): every stage "
-          "DONE but export, which failed on megatron-core 0.16's removed tensorstore module and runs since its "
-          "stand-in (jobs/stages/drift.py) in this stack's CPU tests (.ci/run)"),
+          "DONE but export, which failed on megatron-core 0.16's removed tensorstore module; since its stand-in "
+          "(jobs/stages/drift.py, commit ab73937) the export is DONE on the same GPU with TE hidden, and in this "
+          "stack's CPU tests (.ci/run)"),
     Stack("nemo:25.11 container", False, "2.6.0", "0.15", "0.37", ("2.9",), None,
           "NVIDIA's container release table; the jobs have not run on it"),
     Stack("nemo:25.09 container", False, "2.5.0", "0.14", "0.35", ("2.7",), None,
@@ -190,7 +191,8 @@ def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
                           else any(matches(te, t) for t in s.transformer_engine if t != "absent")
                           for s in found if s.tested)
             if not covered:
-                warn(f"Transformer Engine {te} has not been tested with {_stack_text(versions)}",
+                engine = f"Transformer Engine {te}" if te else "Running without Transformer Engine"
+                warn(f"{engine} has not been tested with {_stack_text(versions)}",
                      "run `minitron submit --smoke` before the real recipe")
 
     if role == "gpu" and gpus.get("cudnn_error"):

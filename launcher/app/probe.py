@@ -60,7 +60,7 @@ def probe_targets(profile: ClusterProfile) -> list[Target]:
     allocates = traits(profile.executor).uses_partitions
     gpu_partition = profile.partition if allocates else None
     cpu_partition = (profile.cpu_partition or profile.partition) if allocates else None
-    every = tuple(k.name for k in PIPELINE_KINDS)
+    every = compat.ALL_KINDS
     gpu_kinds = tuple(k.name for k in PIPELINE_KINDS if k.resources != Resources.CPU)
     cpu_kinds = tuple(k.name for k in PIPELINE_KINDS if k.resources == Resources.CPU)
     if not profile.gpus_per_node:

@@ -25,9 +25,9 @@ from jobs.contract import RunLayout, StageExit, read_markers
 
 from ..config.profile import ClusterProfile, load_profile
 from ..core.errors import UserError
-from ..core.files import write_json
+from ..core.files import private_dir, write_json
 from ..planning import calibration
-from ..planning.plan import Plan, read_plan
+from ..planning.plan import Plan, PlanError, read_plan
 
 POLL_S = 0.5
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -88,10 +88,14 @@ def kill_group(pgid: int, grace_s: float = 10.0) -> None:
 
 
 class SupervisedRun:
-    """The run as its supervisor reads it (the launcher checked the directory before starting it)."""
+    """The run as its supervisor reads it. The launcher checked the directory before starting it; the
+    supervisor, a process of its own that outlives that check, checks it again (runs.registry.open_run's
+    directory checks: backends sit below the registry)."""
 
     def __init__(self, run_dir: str):
         self.dir = os.path.abspath(run_dir)
+        private_dir(os.path.dirname(self.dir), "the runs directory", create=False, key="RUN")
+        private_dir(self.dir, "the run directory", create=False, key="RUN")
         self.id = os.path.basename(self.dir)
         self.layout = RunLayout(self.dir)
         self.plan: Plan = read_plan(self.layout.plan)
@@ -231,7 +235,12 @@ class Supervisor:
 
 def main(argv: list[str]) -> int:
     run_dir, generation, *queue = argv
-    supervisor = Supervisor(SupervisedRun(run_dir), queue, generation)
+    try:
+        run = SupervisedRun(run_dir)
+    except (UserError, PlanError) as exc:  # one line in the supervisor's log, nothing started
+        print(f"minitron supervisor: {exc}", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(run, queue, generation)
     supervisor.save()
     return supervisor.loop()
 

@@ -9,7 +9,7 @@ recipe's `after` edges. The same resolution gives each stage config its input pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from jobs.contract import BY_NAME, PIPELINE_KINDS, VARIANT, Input, Output, Per, StageKind, stage_name
@@ -53,12 +53,6 @@ class Source:
     stage: Optional[str] = None
     path: Optional[str] = None
     variant: Optional[str] = None  # the producing stage's variant (its pruning entry or student)
-
-
-@dataclass
-class _Graph:
-    recipe: Any
-    nodes: dict[tuple[str, Optional[str]], StageNode] = field(default_factory=dict)
 
 
 def holds(condition: Optional[str], recipe: Any) -> bool:

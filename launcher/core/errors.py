@@ -31,7 +31,7 @@ class ExitCode(enum.IntEnum):
 
 MAX_MESSAGE_CHARS = 400
 # Known credential shapes: Hugging Face, GitHub, GitLab, Slack, OpenAI-style, AWS, NGC keys, JWTs. The
-# loaders refuse them in any file (launcher/yamlfile.py) and every message redacts them.
+# loaders refuse them in any file (launcher/config/yamlfile.py) and every message redacts them.
 TOKEN_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|glpat-[\w-]{20,}"
                          r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}|nvapi-[\w-]{20,}|eyJ[\w-]{20,}\.")
 # Broader, for deciding what a message may quote: also 40-hex keys (W&B; a git hash is hidden too) and

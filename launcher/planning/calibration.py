@@ -4,8 +4,8 @@ A finished stage is recorded as its startup seconds (everything that is not a tr
 process start, imports, checkpoint load and save) and its seconds per step. The planner reads the
 records back and prefers them to its model. The file is a cache the launcher alone writes:
 `$MINITRON_HOME/calibration.json`, mode 0600, replaced atomically, never through a symlink. Finished
-runs are recorded by `minitron calibrate` and by the local executor's supervisor when its run ends
-(launcher/runs/calibrate.py); `plan` only reads.
+runs are recorded by `minitron calibrate` (app/commands.py) and by the local executor's supervisor when
+its run ends (backends/local_supervisor.py); `plan` only reads.
 """
 
 from __future__ import annotations

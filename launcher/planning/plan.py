@@ -52,7 +52,7 @@ class StagePlan:
     est_gpu_hours: float = 0.0
     requeue: bool = False
     attention: str = "fused"        # the engine the job runs: fused (Transformer Engine) | unfused (local spec)
-    precision: str = "bf16-mixed"   # the engine's precision (GPU stages)
+    precision: str = "bf16-mixed"   # the engine's precision (model stages; "32" where one runs on the CPU)
     recompute: str = "none"         # activation recomputation of a training stage
     pruning: Optional[str] = None   # the stage's variant: its pruning entry or student
     cpus_per_task: Optional[int] = None

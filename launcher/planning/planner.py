@@ -30,7 +30,9 @@ from . import memory as mm
 from . import timemodel as tm
 from .plan import Plan, StagePlan
 from .shapes import divisors, gib, ranges, show, stage_shape, student_shape, teacher_shape
-from .training import TUTORIAL_GPUS, TUTORIAL_PRUNE_PP, TrainingLayouts
+from .training import TUTORIAL_PRUNE_PP, TrainingLayouts
+
+CPU_PRECISION = "32"
 
 # Keep this much of each GPU free of the estimate: the allocator, NCCL growth and estimate error.
 USABLE_FRACTION = 0.9
@@ -123,8 +125,8 @@ class Planner(TrainingLayouts):
                          attention=self.profile.attention, pruning=node.pruning,
                          container=None if self.profile.container == "none" else self.profile.container)
         self.estimates[kind.estimate](base, settings)
-        if base.uses_gpus:
-            base.precision = settings.precision or self.recipe.precision
+        if "engine" in kind.sections:  # a model stage planned without GPUs runs in full precision on the CPU
+            base.precision = (settings.precision or self.recipe.precision) if base.uses_gpus else CPU_PRECISION
         if kind.trains:
             base.requeue = True
             base.stall_timeout_s = self.profile.stall_timeout_s

@@ -37,7 +37,6 @@ from ..planning.plan import Plan, PlanError, read_plan
 RECORD_VERSION = 2
 RUNS_SUBDIR = "runs"
 MAX_RECORD_BYTES = 4 * 1024 * 1024
-DIR_MODE, FILE_MODE, SCRIPT_MODE = 0o700, 0o600, 0o700
 
 
 # ------------------------------------------------------------------------------------ the run record
@@ -52,7 +51,7 @@ class StageRecord:
 @dataclass
 class RunRecord:
     """What the launcher itself did with a run: job ids, cancellations, events. The run's state is
-    derived from this and the evidence (launcher/state.py), never stored."""
+    derived from this and the evidence (launcher/runs/state.py), never stored."""
 
     run_id: str
     executor: str

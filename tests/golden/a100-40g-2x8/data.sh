@@ -1,5 +1,6 @@
 #!/bin/bash
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage data (data)
+# what: tokenise the corpus into Megatron .bin/.idx (and train the BPE)
 # plan: 1 node(s) x 0 GPU(s)
 # why: CPU only: tokenise with 32 workers into Megatron .bin/.idx
 #SBATCH --job-name=data.minitron-8b-wikitext-20260101-000000-abcd

@@ -1,5 +1,6 @@
 #!/bin/bash
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_width (distill)
+# what: logits distillation of a pruned student from the teacher
 # plan: 2 node(s) x 8 GPU(s), TP=2 PP=2 CP=1 DP=4, MBS=1 GBS=128, 30 steps
 # why: TP=2 PP=2 MBS=1: 34.7 of 40 GiB; TP=1 PP=1 MBS=4 needs 246.8 GiB and TP=2 PP=2 MBS=2 needs 52.5 GiB of 36.0 usable; DP=4, 32 accumulation step(s)
 #SBATCH --job-name=kd-width.minitron-8b-wikitext-20260101-000000-abcd

@@ -1,5 +1,6 @@
 #!/bin/bash
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage prune_depth (prune)
+# what: depth or width pruning of the fine-tuned teacher (ModelOpt Minitron)
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=8 CP=1 DP=1, MBS=4 GBS=4
 # why: TP=1 PP=8: pruning needs TP=1; drop layers 16-31; no calibration
 #SBATCH --job-name=pr-depth.minitron-8b-wikitext-20260101-000000-abcd
