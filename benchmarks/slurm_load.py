@@ -7,7 +7,8 @@
    `minitron status` does after loading the run record: `launcher.runs.status.query_runs([(run, record)])`
    (markers first, then one batched `SlurmExecutor.query` for the jobs the markers cannot settle) and
    `launcher.runs.status.run_report`, with the module's `executor_for` pointed at a SlurmExecutor whose
-   SlurmClient we keep and whose `calls` we read (what `report_for` does, minus loading the record). Also `minitron status --json` of each finished run as a fresh process.
+   SlurmClient we keep and whose `calls` we read (what `report_for` does, minus loading the record).
+   Also `minitron status --json` of each finished run as a fresh process.
 2. Time from `minitron submit` start to every job queued, for the tutorial recipe's 8 stages
    (minitron-8b-wikitext rendered for a testbed profile, every stage the sleeping workload), with a
    breakdown from logging sbatch wrappers on PATH.
