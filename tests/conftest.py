@@ -40,3 +40,11 @@ def write_profile(path, **overrides) -> str:
     profile.update(overrides)
     path.write_text(yaml.safe_dump(profile))
     return str(path)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The random order's seed also under -q (pytest-randomly prints it only in the header), so a failure
+    seen once, in CI, can be replayed with --randomly-seed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None:
+        terminalreporter.write_line(f"random order: --randomly-seed={seed}")
