@@ -104,19 +104,20 @@ def failed_with_3(stage: dict) -> bool:
     return stage["exit_code"] == 3 and stage["exit_source"] == "task"
 
 
-@pytest.fixture(scope="module")
-def ctld_run(setup):
-    """A run whose distill_depth fails (exit 3), its fine-tune held running until released: used by
-    the slurmctld and the purge tests."""
+def submit_failing_run(setup, *, hold_finetune: bool) -> dict:
+    """A run whose distill_depth fails (exit 3), its fine-tune held running until released where
+    asked. Each test gets its own: in random order no test may depend on another having run."""
     cli, profile, recipe, root = setup
     sub = cli.submit(profile, recipe, "--set", "students=[depth]")
-    Path(sub["run_dir"], "hold-finetune").touch()  # long before finetune or distill start
+    if hold_finetune:
+        Path(sub["run_dir"], "hold-finetune").touch()  # long before finetune or distill start
     Path(sub["run_dir"], "fail-distill_depth").touch()
     return sub
 
 
-def test_slurmctld_down_while_status_runs(setup, ctld_run, slurm, tmp_path):
+def test_slurmctld_down_while_status_runs(setup, slurm, tmp_path):
     cli, *_ = setup
+    ctld_run = submit_failing_run(setup, hold_finetune=True)
     run_id, run_dir = ctld_run["run_id"], ctld_run["run_dir"]
     # slurmctld goes away while the (held) fine-tune runs on all 4 nodes and comes back before it
     # ends: a job that ends while slurmctld is down leaves its nodes COMPLETING for a minute.
@@ -218,11 +219,9 @@ def test_slurmd_killed_under_a_running_stage_then_resume(setup, slurm):
     assert code == 0, json.dumps(report, indent=1)
 
 
-def test_finished_jobs_purged_from_slurmctld_keep_their_state(setup, ctld_run, slurm, tmp_path):
+def test_finished_jobs_purged_from_slurmctld_keep_their_state(setup, slurm, tmp_path):
     cli, *_ = setup
-    run_id = ctld_run["run_id"]
-    # The slurmctld test releases the fine-tune; run alone (-k, another order) this test does it itself
-    Path(ctld_run["run_dir"], "hold-finetune").unlink(missing_ok=True)
+    run_id = submit_failing_run(setup, hold_finetune=False)["run_id"]
     code, report = cli.wait(run_id, timeout=180)
     jobs = [s["job_id"] for s in report["stages"]]
     deadline = time.time() + 150  # MinJobAge=30 plus a purge cycle
