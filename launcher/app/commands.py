@@ -10,11 +10,11 @@ import time
 
 from jobs.contract import ConfigError, read_bounded, read_markers, read_stage_config
 
-from ..core.errors import ExitCode, SlurmError, SubmitFailed, UserError, did_you_mean
+from ..core.errors import ExitCode, RecordNotSaved, SlurmError, SubmitFailed, UserError, did_you_mean
 from ..planning import calibration
 from ..planning.planner import make_plan
 from ..runs.prepare import load_inputs, preflight, prepare_run
-from ..runs.registry import MAX_RECORD_BYTES, indexed_runs, index_run, resolve_run
+from ..runs.registry import MAX_RECORD_BYTES, discard_new_run, indexed_runs, index_run, resolve_run
 from ..runs.smoke import smoke_inputs
 from ..runs.state import LIVE_RUN_STATES, RunState
 from ..runs.status import query_runs, report_for, run_report, settled_state
@@ -56,6 +56,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.dry_run:
         try:
             submit_run(run)
+        except RecordNotSaved as exc:
+            discard_new_run(run)
+            print(f"minitron: error: {exc}; the run directory was removed", file=sys.stderr)
+            return ExitCode.SUBMIT_FAILED
         except SubmitFailed as exc:
             print(f"minitron: error: {exc}", file=sys.stderr)
             print(f"minitron: cancelled what this submission had queued ({', '.join(exc.cancelled) or 'nothing'}); "

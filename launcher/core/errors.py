@@ -23,7 +23,7 @@ class ExitCode(enum.IntEnum):
     FAILED = 4            # status: a stage failed, or the run was cancelled
     SLURM_DOWN = 5        # the scheduler did not answer
     BUSY = 6              # another minitron process holds the run
-    SUBMIT_FAILED = 7     # the scheduler refused a stage; what this submission had queued was cancelled
+    SUBMIT_FAILED = 7     # a stage was refused, or what was queued could not be recorded: it was all cancelled
     NOT_SUBMITTED = 8     # status: the run was rendered (dry run) or its submission failed: nothing to wait for
     INTERNAL = 70         # a bug: the one-line guard caught an unexpected exception
     INTERRUPTED = 130     # Ctrl-C
@@ -125,3 +125,15 @@ class SubmitFailed(LauncherError):
         self.stage = stage
         self.message = message
         self.cancelled = cancelled
+
+
+class RecordNotSaved(SubmitFailed):
+    """The jobs were queued but the run record could not be written (a full or read-only job_dir):
+    they were cancelled, since a job no record knows of is one `cancel` and `status` cannot reach."""
+
+    def __init__(self, path: str, error: OSError, cancelled: list[str], cancel_error: str | None = None):
+        LauncherError.__init__(self, f"could not record the submission in {path} ({error.strerror or error}); "
+                               + (f"cancelling its jobs failed too ({cancel_error}): scancel {' '.join(cancelled)}"
+                                  if cancel_error else f"cancelled the {len(cancelled)} job(s) it had queued"
+                                  + (f" ({', '.join(cancelled)})" if cancelled else "")))
+        self.stage, self.message, self.cancelled = "", str(error), cancelled

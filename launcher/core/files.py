@@ -17,6 +17,18 @@ from jobs.contract import read_bounded, write_text_atomic
 from .errors import UserError
 
 DIR_MODE, FILE_MODE, SCRIPT_MODE = 0o700, 0o600, 0o700
+# What a run needs free in job_dir before anything is queued: its rendered directory, records and first
+# log lines. Checkpoints need far more; this floor only keeps a nearly full disk from failing mid-submit.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def free_bytes(path: str) -> Optional[int]:
+    """Bytes this user may still write on `path`'s file system; None when it cannot be asked."""
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return None
+    return fs.f_bavail * fs.f_frsize
 
 
 def minitron_home() -> str:

@@ -31,7 +31,8 @@ from jobs.contract import PROBE, RunLayout, read_bounded, write_text_atomic
 from ..config.profile import ClusterProfile, load_profile
 from ..core import bundled
 from ..core.errors import RunBusy, UserError, did_you_mean
-from ..core.files import DIR_MODE, FILE_MODE, SCRIPT_MODE, minitron_home, private_dir, write_json
+from ..core.files import (DIR_MODE, FILE_MODE, MIN_FREE_BYTES, SCRIPT_MODE, free_bytes, minitron_home, private_dir,
+                          write_json)
 from ..planning.plan import Plan, PlanError, read_plan
 
 RECORD_VERSION = 2
@@ -175,25 +176,32 @@ def _copy_private_tree(source: str, destination: str) -> None:
 
 def check_job_dir(job_dir: str, source: str | None = None) -> None:
     """Refuse a job_dir where create_run would fail or would trust what it must not, creating nothing:
-    `job_dir/runs` exists but is not the user's private directory, or the nearest existing ancestor
-    is not a directory this user can write."""
+    `job_dir/runs` exists but is not the user's private directory, the nearest existing ancestor is
+    not a directory this user can write, or its file system is read-only or has less than
+    MIN_FREE_BYTES free (a submission that fills the disk half-way leaves jobs no run records)."""
     root = runs_root(job_dir)
     if os.path.lexists(root):
         if not os.path.islink(root) and not os.path.isdir(root):
             raise UserError(f"cannot create the run registry {root}: a file is in the way", file=source, key="job_dir")
         private_dir(root, "the runs directory", create=False, key="job_dir", source=source)
-        return
-    parent = job_dir
-    while not os.path.lexists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise UserError(f"cannot create the run registry {root}: {parent} is not a directory", file=source,
-                        key="job_dir")
-    try:  # the real test (os.access says yes to root in /proc): make and remove a directory there
-        os.rmdir(tempfile.mkdtemp(prefix=".minitron-probe.", dir=parent))
+        where = root
+    else:
+        where = job_dir
+        while not os.path.lexists(where):
+            where = os.path.dirname(where)
+        if not os.path.isdir(where):
+            raise UserError(f"cannot create the run registry {root}: {where} is not a directory", file=source,
+                            key="job_dir")
+    try:  # the real test (os.access says yes to root, and to a read-only mount): make and remove a directory
+        os.rmdir(tempfile.mkdtemp(prefix=".minitron-probe.", dir=where))
     except OSError as exc:
-        raise UserError(f"cannot create the run registry {root}: {parent} is not writable ({exc.strerror})",
+        raise UserError(f"cannot create the run registry {root}: {where} is not writable ({exc.strerror})",
                         file=source, key="job_dir") from None
+    free = free_bytes(where)
+    if free is not None and free < MIN_FREE_BYTES:
+        raise UserError(f"{where} has {free // 1024} KiB free; a run needs at least {MIN_FREE_BYTES // 2**20} MiB "
+                        f"to start (and room for its checkpoints): free some space or choose another job_dir",
+                        file=source, key="job_dir")
 
 
 def create_run(job_dir: str, run_id: str, files: dict[str, str], stage_names: list[str], executor: str,
@@ -254,6 +262,14 @@ def index_run(run: Run) -> None:
     whatever profile made it."""
     write_text_atomic(os.path.join(index_dir(), f"{run.id}.json"),
                       json.dumps({"run_id": run.id, "dir": run.dir}) + "\n", FILE_MODE)
+
+
+def discard_new_run(run: Run) -> None:
+    """Remove a run this very command created and could not submit (its record could not be written):
+    its index entry and its directory, so no half-made run is left for later commands to meet."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(index_dir(), f"{run.id}.json"))
+    shutil.rmtree(run.dir, ignore_errors=True)
 
 
 @dataclass

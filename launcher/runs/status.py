@@ -15,7 +15,7 @@ from jobs.contract import Markers, Progress, parse_progress, read_markers
 
 from ..backends import executor_for
 from ..backends.base import JobRef, QueryResult
-from ..core.files import read_tail
+from ..core.files import MIN_FREE_BYTES, free_bytes, read_tail
 from ..planning.plan import StagePlan
 from .registry import Run, RunRecord
 from .smoke import smoke_verdict
@@ -179,7 +179,13 @@ def run_report(run: Run, record: RunRecord, result: QueryResult, now: Optional[f
     finished = [markers[s.name].finished_at for s in stages if s.state == StageState.DONE]
     if overall == RunState.DONE and starts and all(finished):
         totals["wall_s"] = round(max(finished) - min(starts), 1)
-    return RunReport(run_id=run.id, run_dir=run.dir, overall=overall, stages=stages, notes=list(result.notes),
+    notes = list(result.notes)
+    broken = [s.name for s in stages if s.state in BROKEN]
+    free = free_bytes(run.dir) if broken else None
+    if free is not None and free < MIN_FREE_BYTES:
+        notes.append(f"the run directory's file system has {free // 1024} KiB free: a full disk can be why "
+                     f"{', '.join(broken)} failed (free space, then `minitron resume`)")
+    return RunReport(run_id=run.id, run_dir=run.dir, overall=overall, stages=stages, notes=notes,
                      totals=totals, verdict=smoke_verdict(plan.recipe, overall, stages))
 
 

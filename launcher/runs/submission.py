@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from ..backends import executor_for
 from ..backends.base import JobRef
-from ..core.errors import SubmitFailed, UserError, did_you_mean
+from ..core.errors import LauncherError, RecordNotSaved, SubmitFailed, UserError, did_you_mean
 from .registry import Run, RunRecord
 from .state import BROKEN, LIVE, StageState
 from .status import RunReport, report_for
@@ -22,14 +23,16 @@ def downstream(order: list[str], deps: dict[str, list[str]], roots: set[str]) ->
 
 
 def _submit_stages(run: Run, record: RunRecord, stages: list[str], waiting_on: dict[str, str]) -> dict[str, str]:
-    """Queue `stages` (dependency order); the caller holds the run lock."""
+    """Queue `stages` (dependency order); the caller holds the run lock. Jobs that the record cannot
+    keep (its write fails: a full or read-only job_dir) are cancelled: RecordNotSaved."""
     executor = executor_for(record.executor)
     try:
         submitted = executor.submit(run, stages, waiting_on)
     except SubmitFailed as exc:
         record.submit_failed = True
         record.log("submit_failed", stage=exc.stage, error=exc.message, cancelled=exc.cancelled)
-        run.save_record(record)
+        with contextlib.suppress(OSError):  # the jobs are cancelled already; Slurm's error is what to show
+            run.save_record(record)
         raise
     now = time.time()
     for name, job_id in submitted.items():
@@ -38,7 +41,15 @@ def _submit_stages(run: Run, record: RunRecord, stages: list[str], waiting_on: d
         stage.attempts.append(job_id)
     record.submit_failed = False
     record.log("submitted", jobs=submitted)
-    run.save_record(record)
+    try:
+        run.save_record(record)
+    except OSError as exc:
+        refs = [JobRef(run=run, stage=name, job_id=job_id) for name, job_id in submitted.items()]
+        try:
+            executor.cancel(refs)
+        except LauncherError as cancel_exc:
+            raise RecordNotSaved(run.layout.state, exc, list(submitted.values()), str(cancel_exc)) from None
+        raise RecordNotSaved(run.layout.state, exc, list(submitted.values())) from None
     return submitted
 
 

@@ -142,16 +142,24 @@ def test_slurmctld_down_while_status_runs(setup, slurm, tmp_path):
         _, watched_err = watcher.communicate(timeout=90)
         watched_out = watched.read_text()
         once_out, once_err = once.communicate(timeout=90)
+        cancelled = cli("cancel", run_id, timeout=90)  # refused: the scheduler cannot confirm a cancel
+        listed = cli("runs", "--json", timeout=90)
+        logs = cli("logs", run_id, "finetune", timeout=90)  # the log is on disk: no scheduler needed
     finally:
         slurm.start_ctld()
-    for code, err in ((watcher.returncode, watched_err), (once.returncode, once_err)):
+    for code, err in ((watcher.returncode, watched_err), (once.returncode, once_err),
+                      (cancelled.returncode, cancelled.stderr)):
         assert code == 5, err
         assert "Traceback" not in err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("minitron: error: Slurm is not answering:"), err
         assert "Unable to contact slurm controller" in err
     assert "run " + run_id in watched_out, "the watcher showed the run before slurmctld went away"
-    assert once_out == ""
+    assert once_out == "" and cancelled.stdout == ""
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
+    assert row["state"] == "UNKNOWN" and "Slurm is not answering" in row["error"], row
+    assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
     assert Path(run_dir, "state.json").read_bytes() == state_before, "status changed the registry"
     assert sorted(os.listdir(Path(cli.env["MINITRON_HOME"], "runs"))) == index_before
     code, report = cli.status(run_id)  # back: works again
@@ -164,6 +172,9 @@ def test_slurmctld_down_while_status_runs(setup, slurm, tmp_path):
     assert by["report"]["state"] == "CANCELLED"
     for name in ("data", "import", "finetune", "prune_depth", "prune_width"):
         assert by[name]["state"] == "DONE", (name, by[name])
+    state = json.loads(Path(run_dir, "state.json").read_text())
+    assert all(len(stage["attempts"]) == 1 for stage in state["stages"].values()), "no stage was queued twice"
+    assert not any(e["event"] == "cancel" for e in state["events"]), "the refused cancel recorded nothing"
 
 
 def _wait_node_back(slurm, node: str, timeout: float = 60) -> None:
