@@ -72,6 +72,17 @@ def test_an_ended_job_s_reason_says_why_it_ended():
     assert decide_stage(ev(ran, Markers(started=STARTED))).reason == "cancelled"
 
 
+def test_a_requeued_job_says_who_requeued_it():
+    waiting = job("PENDING", reason="BeginTime")
+    assert decide_stage(ev(waiting)).reason == "BeginTime", "a job that never started just waits"
+    assert decide_stage(ev(waiting, Markers(started=STARTED))).reason == \
+        "requeued by Slurm (a node failure or preemption); waiting for BeginTime"
+    assert decide_stage(ev(waiting, Markers(started=STARTED, continue_requested=True))).reason == \
+        "continuing after its time limit; waiting for BeginTime"
+    assert decide_stage(ev(waiting, Markers(started=EARLIER))).reason == "BeginTime", "an earlier job's marker"
+    assert decide_stage(ev(job("REQUEUED", reason=None))).reason == "requeued by Slurm (a node failure or preemption)"
+
+
 def test_exit_code_sources_in_order():
     failure = Failure(exit_code=3, exception="ValueError: bad", rank=5, host="n2", job_id="7", time=1.0)
     srun = job("FAILED", exit_code=15)

@@ -129,6 +129,17 @@ def _ended_reason(ev: Evidence) -> Optional[str]:
     return ENDING_REASONS.get(state)
 
 
+def _pending_reason(ev: Evidence) -> Optional[str]:
+    """Why a job waits. One that already started under this job id was requeued: by its own continuation
+    (the time-limit signal left a continue marker) or by Slurm (a node failed under it, or preemption)."""
+    waiting = ev.job.reason if ev.job.reason not in (None, "None") else None
+    if _ours(ev) or ev.job.state != "PENDING":
+        why = "continuing after its time limit" if ev.markers.continue_requested else \
+            "requeued by Slurm (a node failure or preemption)"
+        return f"{why}; waiting for {waiting}" if waiting else why
+    return waiting
+
+
 Rule = tuple[str, Callable[[Evidence], bool], Callable[[Evidence], StageState], Callable[[Evidence], Optional[str]]]
 
 # The decision table, in order: the first row whose condition holds decides.
@@ -142,7 +153,7 @@ RULES: tuple[Rule, ...] = (
     ("scheduler: running", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_RUNNING,
      lambda ev: StageState.RUNNING, lambda ev: ev.job.reason),
     ("scheduler: pending", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_PENDING,
-     lambda ev: StageState.PENDING, lambda ev: ev.job.reason or ("requeued" if ev.job.state != "PENDING" else None)),
+     lambda ev: StageState.PENDING, _pending_reason),
     ("complete marker", lambda ev: ev.markers.complete,
      lambda ev: StageState.DONE, lambda ev: None),
     ("scheduler: completed without the complete marker", lambda ev: ev.job is not None and ev.job.state == "COMPLETED",

@@ -230,6 +230,47 @@ def test_slurmd_killed_under_a_running_stage_then_resume(setup, slurm):
     assert code == 0, json.dumps(report, indent=1)
 
 
+def test_slurmd_killed_under_a_training_stage_slurm_requeues_it_and_the_run_finishes(setup, slurm):
+    """Training stages are --requeue: a node failure puts the job back in the queue under the same job id
+    (Slurm decides, not the launcher), status says it was requeued, dependents wait, and the run finishes."""
+    cli, profile, recipe, root = setup
+    sub = cli.submit(profile, recipe, "--set", "students=[depth]")
+    run_id, run_dir = sub["run_id"], sub["run_dir"]
+    hold = Path(run_dir, "hold-finetune")
+    hold.touch()
+    cli.wait(run_id, timeout=60, until=lambda c, r: stages(r)["finetune"]["state"] == "RUNNING")
+    task_file = Path(run_dir, "work", "finetune", "tasks", "0.json")
+    deadline = time.time() + 30
+    while not task_file.exists():
+        assert time.time() < deadline, "the finetune task never started"
+        time.sleep(0.2)
+    node = json.loads(task_file.read_text())["SLURMD_NODENAME"]
+    slurm.kill_slurmd(node)
+    try:
+        code, report = cli.wait(run_id, timeout=120,
+                                until=lambda c, r: stages(r)["finetune"]["state"] not in ("RUNNING", "STALLED"))
+        finetune = stages(report)["finetune"]
+        assert code == 3 and finetune["state"] == "PENDING", json.dumps(report, indent=1)
+        assert finetune["job_id"] == sub["jobs"]["finetune"], "Slurm requeued the same job"
+        assert finetune["reason"].startswith("requeued by Slurm (a node failure or preemption)"), finetune
+        assert all(stages(report)[name]["state"] == "PENDING"
+                   for name in ("prune_depth", "prune_width", "distill_depth", "report")), "dependents wait"
+    finally:
+        slurm.start_slurmd(node)
+    _wait_node_back(slurm, node)
+    task_file.unlink()
+    deadline = time.time() + 120
+    while not task_file.exists():  # the requeued job runs again once the node is back
+        assert time.time() < deadline, "the requeued finetune never started again"
+        time.sleep(0.5)
+    assert json.loads(task_file.read_text())["SLURM_RESTART_COUNT"] == "1"
+    hold.unlink()
+    code, report = cli.wait(run_id, timeout=240)
+    assert code == 0, json.dumps(report, indent=1)
+    state = json.loads(Path(run_dir, "state.json").read_text())
+    assert all(len(stage["attempts"]) == 1 for stage in state["stages"].values()), "nothing resubmitted by us"
+
+
 def test_finished_jobs_purged_from_slurmctld_keep_their_state(setup, slurm, tmp_path):
     cli, *_ = setup
     run_id = submit_failing_run(setup, hold_finetune=False)["run_id"]
