@@ -1,5 +1,6 @@
-"""Faults on the real testbed (issue 7): a failing sbatch mid-submission, slurmctld down while
-`status` runs, a slurmd killed under a running stage, and finished jobs purged from slurmctld.
+"""Faults on the real testbed (issues 7 and 24): a failing sbatch mid-submission, slurmctld down while
+`status`, `cancel`, `runs` and `logs` run, a slurmd killed under a running stage (no-requeue, then a
+training stage that Slurm requeues), and finished jobs purged from slurmctld.
 
 These stop and kill testbed daemons and bring them back before they end, so any order of the suite
 works (it runs in random order).
@@ -104,20 +105,21 @@ def failed_with_3(stage: dict) -> bool:
     return stage["exit_code"] == 3 and stage["exit_source"] == "task"
 
 
-def submit_failing_run(setup, *, hold_finetune: bool) -> dict:
-    """A run whose distill_depth fails (exit 3), its fine-tune held running until released where
-    asked. Each test gets its own: in random order no test may depend on another having run."""
+def submit_depth_run(setup, *, hold_finetune: bool, fail_distill: bool) -> dict:
+    """A depth-only run, its fine-tune held running until released and its distill_depth failing (exit 3)
+    where asked. Each test gets its own: in random order no test may depend on another having run."""
     cli, profile, recipe, root = setup
     sub = cli.submit(profile, recipe, "--set", "students=[depth]")
     if hold_finetune:
         Path(sub["run_dir"], "hold-finetune").touch()  # long before finetune or distill start
-    Path(sub["run_dir"], "fail-distill_depth").touch()
+    if fail_distill:
+        Path(sub["run_dir"], "fail-distill_depth").touch()
     return sub
 
 
 def test_slurmctld_down_while_status_runs(setup, slurm, tmp_path):
     cli, *_ = setup
-    ctld_run = submit_failing_run(setup, hold_finetune=True)
+    ctld_run = submit_depth_run(setup, hold_finetune=True, fail_distill=False)
     run_id, run_dir = ctld_run["run_id"], ctld_run["run_dir"]
     # slurmctld goes away while the (held) fine-tune runs on all 4 nodes and comes back before it
     # ends: a job that ends while slurmctld is down leaves its nodes COMPLETING for a minute.
@@ -166,12 +168,7 @@ def test_slurmctld_down_while_status_runs(setup, slurm, tmp_path):
     assert code == 3 and stages(report)["finetune"]["state"] == "RUNNING", report
     Path(run_dir, "hold-finetune").unlink()
     code, report = cli.wait(run_id, timeout=180)
-    by = stages(report)
-    assert code == 4, json.dumps(report, indent=1)
-    assert by["distill_depth"]["state"] == "FAILED" and failed_with_3(by["distill_depth"])
-    assert by["report"]["state"] == "CANCELLED"
-    for name in ("data", "import", "finetune", "prune_depth", "prune_width"):
-        assert by[name]["state"] == "DONE", (name, by[name])
+    assert code == 0, json.dumps(report, indent=1)  # the run carried on and ended DONE
     state = json.loads(Path(run_dir, "state.json").read_text())
     assert all(len(stage["attempts"]) == 1 for stage in state["stages"].values()), "no stage was queued twice"
     assert not any(e["event"] == "cancel" for e in state["events"]), "the refused cancel recorded nothing"
@@ -273,7 +270,7 @@ def test_slurmd_killed_under_a_training_stage_slurm_requeues_it_and_the_run_fini
 
 def test_finished_jobs_purged_from_slurmctld_keep_their_state(setup, slurm, tmp_path):
     cli, *_ = setup
-    run_id = submit_failing_run(setup, hold_finetune=False)["run_id"]
+    run_id = submit_depth_run(setup, hold_finetune=False, fail_distill=True)["run_id"]
     code, report = cli.wait(run_id, timeout=180)
     jobs = [s["job_id"] for s in report["stages"]]
     deadline = time.time() + 150  # MinJobAge=30 plus a purge cycle
