@@ -79,13 +79,44 @@ def test_version_prefixes():
     assert not compat.matches("0.15.3", "0.16") and not compat.matches("2.7.30", "2.7.3") and not compat.matches(None, "2")
 
 
-def test_the_table_marks_tested_and_listed_stacks():
-    tested = [s for s in compat.STACKS if s.tested]
-    listed = [s for s in compat.STACKS if not s.tested]
-    assert {(s.nemo, s.megatron_core, s.modelopt) for s in tested} == {("2.7.3", "0.15.3", "0.37"),
-                                                                       ("2.7.0", "0.16", "0.41")}
-    assert [(s.nemo, s.megatron_core, s.modelopt, s.transformer_engine) for s in listed] == \
-        [("2.6.0", "0.15", "0.37", ("2.9",)), ("2.5.0", "0.14", "0.35", ("2.7",))]
+def test_the_matrix_names_the_pins_the_container_stacks_and_what_each_run_proved():
+    assert (compat.PINS.nemo, compat.PINS.megatron_core, compat.PINS.modelopt) == ("2.7.3", "0.15.3", "0.37")
+    rows = {(s.nemo, s.megatron_core, s.modelopt): s for s in compat.STACKS}
+    assert set(rows) == {("2.7.3", "0.15.3", "0.37"), ("2.7.0", "0.16", "0.41"), ("2.6.0", "0.15", "0.37"),
+                         ("2.5.0", "0.14", "0.35")}
+    assert rows["2.6.0", "0.15", "0.37"].runs == () and rows["2.5.0", "0.14", "0.35"].runs == ()
+    gpu_runs = [r for r in rows["2.7.0", "0.16", "0.41"].runs if r.gpu]
+    assert {r.te: set(r.proven) for r in gpu_runs} == {
+        "2.12": {"data", "import", "finetune", "prune", "distill", "report"},
+        "absent": {"data", "import", "finetune", "prune", "distill", "export"}}
+    assert all(r.commit and r.date and r.evidence for r in gpu_runs)
+
+
+MATRIX = """
+stacks:
+  - name: a stack
+    nemo: "2.7.3"
+    megatron_core: "0.15.3"
+    modelopt: "0.37"
+    runs:
+      - {te: "2.12", gpu: true, where: a GPU, commit: abc1234, date: 2026-12-01, proven: [data, finetune],
+         failing: {distill: "RuntimeError: Missing key"}}
+      - {te: absent, gpu: false, where: the CPU tests, proven: [data, finetune, distill, report]}
+"""
+
+
+def test_stage_proof_per_kind_engine_and_device():
+    stacks = compat.load_stacks(MATRIX)
+    proof = compat.stage_proof(stacks, ["data", "finetune", "distill", "report"], "2.12.0", gpu=True)
+    assert {k: state for k, (state, _) in proof.items()} == {
+        "data": "proven", "finetune": "proven", "distill": "failing", "report": "unproven"}
+    assert proof["distill"][1] == "RuntimeError: Missing key (a GPU, abc1234 2026-12-01)"
+    assert compat.stage_proof(stacks, ["finetune"], None, gpu=True) == {"finetune": ("unproven", "")}, \
+        "a TE run proves nothing without TE"
+    assert compat.stage_proof(stacks, ["finetune"], "2.9.0", gpu=True)["finetune"][0] == "unproven"
+    assert compat.stage_proof(stacks, ["report"], None, gpu=False)["report"][0] == "proven", "CPU stages: any run"
+    with pytest.raises(ValueError, match="unknown stage kind"):
+        compat.load_stacks(MATRIX.replace("[data, finetune]", "[data, finetuning]"))
 
 
 def test_the_cpu_test_stack_on_the_cpu_partition_has_no_problem():
@@ -108,26 +139,37 @@ def test_te_missing_fails_with_fused_attention_and_warns_with_unfused():
     assert "HF import" not in problems[0].what  # HF import runs on the local spec too (jobs/stages/import_ckpt.py)
 
 
-def test_an_untested_engine_on_a_tested_stack_is_named():
+def test_an_engine_no_run_had_leaves_every_stage_unproven():
     report = with_gpus(canned(), te="2.9.0")
     problems = compat.compare(report, GPU)
-    assert [p.what for p in problems] == [
-        "Transformer Engine 2.9.0 has not been tested with NeMo 2.7.3 + megatron-core 0.15.3 + ModelOpt 0.37.0 "
-        "+ TE 2.9.0"], lines(problems)
+    assert [p.line() for p in problems] == [
+        "warn probe_gpu: NeMo 2.7.3 pins (requirements-jobs.txt) with TE 2.9.0: unproven on a GPU: stages data, "
+        "import, finetune, prune, distill, report, export (no stage has run on it) -> run `minitron submit --smoke` "
+        "on this cluster before the real recipe"], lines(problems)
 
 
-def test_the_pinned_container_stack_is_tested_and_an_older_one_only_listed():
-    report = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.0rc0", "modelopt": "0.41.0",
-                                               "transformer-engine": "2.12.0"}))
-    report["capabilities"]["te_importable"] = True
-    assert compat.compare(report, GPU) == [], lines(compat.compare(report, GPU))
+def test_the_pinned_container_stack_names_its_unproven_stages_per_engine():
+    with_te = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.0rc0", "modelopt": "0.41.0",
+                                                "transformer-engine": "2.12.0"}))
+    with_te["capabilities"]["te_importable"] = True
+    problems = compat.compare(with_te, GPU)
+    assert [(p.severity, p.what) for p in problems] == [
+        ("warn", "nemo:26.02 stack (rebuilt from wheels, tools/device/stacks/26.02.txt) with TE 2.12.0: unproven on "
+                 "a GPU: stages export (proven: data, import, finetune, prune, distill, report)")], lines(problems)
+    assert compat.compare(with_te, {**GPU, "kinds": [k for k in compat.ALL_KINDS if k != "export"]}) == [], \
+        "a recipe without the export stage runs only proven stages"
     without_te = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.0", "modelopt": "0.41.0"}), te=None)
-    problems = compat.compare(without_te, {**GPU, "attention": "unfused"})  # GPU-proven on 2026-12-04 too
-    assert [p.what for p in problems if "has not been tested" in p.what] == [], lines(problems)
+    problems = compat.compare(without_te, {**GPU, "attention": "unfused"})
+    assert [p.what for p in problems if "unproven" in p.what] == [
+        "nemo:26.02 stack (rebuilt from wheels, tools/device/stacks/26.02.txt) with no TE: unproven on a GPU: "
+        "stages report (proven: data, import, finetune, prune, distill, export)"], lines(problems)
     report = with_gpus(canned(nemo="2.6.0", **{"megatron-core": "0.15.0", "modelopt": "0.37.0"}))
     problems = compat.compare(report, GPU)
     assert [p.severity for p in problems] == ["warn"], lines(problems)
-    assert "nemo:25.11 container" in problems[0].what and "--smoke" in problems[0].fix
+    assert "nemo:25.11 stack" in problems[0].what and "(no stage has run on it)" in problems[0].what
+    assert "--smoke" in problems[0].fix
+    problems = compat.compare(with_gpus(canned(nemo="2.4.0")), GPU)
+    assert [p.severity for p in problems] == ["warn"] and "is not in the stack matrix" in problems[0].what
 
 
 def test_an_optimizer_call_the_job_cannot_fit_fails_and_nemo_3_fails():
@@ -137,8 +179,8 @@ def test_an_optimizer_call_the_job_cannot_fit_fails_and_nemo_3_fails():
     # what the job measured decides
     report = with_gpus(canned(nemo="2.7.0", **{"megatron-core": "0.16.1", "modelopt": "0.41.0"}))
     report["capabilities"]["optimizer_api_ok"] = False
-    problems = compat.compare(report, GPU)
-    assert [p.severity for p in problems] == ["FAIL"] and "checked in the job" in problems[0].what
+    problems = [p for p in compat.compare(report, GPU) if p.severity == "FAIL"]
+    assert len(problems) == 1 and "checked in the job" in problems[0].what
     assert "megatron-core==0.15.3" in problems[0].fix
     report["capabilities"]["optimizer_api_ok"] = True
     assert not [p for p in compat.compare(report, GPU) if p.severity == "FAIL"]

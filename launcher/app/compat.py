@@ -1,17 +1,20 @@
 """What a container probe (jobs/stages/probe.py) found, against what the stage jobs need: one `Problem` per finding.
 
-`STACKS` is the compatibility table: the software stacks the jobs ran on (`tested`) and the stack the
-pinned container carries per NVIDIA's release table (listed, never run here). `compare` turns one probe
-report into problems, each with what to change: FAIL for what will break a stage (exit 1 from
-`minitron check --probe`), warn for what is untested or only limits what a run can do. Pure functions
-over the report's JSON; no I/O, unit-tested on canned reports (tests/test_compat.py).
+`STACKS` is the stack matrix (launcher/app/stacks.yaml): per software stack, the runs of the jobs on it (engine,
+GPU or CPU, commit, date) and the stage kinds each proved or failed. `compare` turns one probe report into
+problems, each with what to change: FAIL for what will break a stage (exit 1 from `minitron check --probe`),
+warn for what is unproven or only limits what a run can do. Pure functions over the report's JSON and the
+matrix; unit-tested on canned reports (tests/test_compat.py).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from importlib import resources
 from typing import Any, Optional, Sequence
+
+import yaml
 
 from jobs.contract import BY_NAME, PIPELINE_KINDS
 
@@ -20,34 +23,49 @@ ALL_KINDS = tuple(k.name for k in PIPELINE_KINDS)
 
 
 @dataclass(frozen=True)
+class StackRun:
+    """One run of the jobs on a stack: which kinds it proved (ran to DONE) or saw fail, with which engine."""
+
+    te: str                       # the Transformer Engine version it had ("2.12" prefix), or "absent"
+    gpu: bool                     # on a GPU (else the CPU tests)
+    where: str
+    proven: tuple[str, ...]
+    failing: tuple[tuple[str, str], ...] = ()    # (kind, the error it met)
+    commit: Optional[str] = None
+    date: Optional[str] = None
+    evidence: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Stack:
     name: str
-    tested: bool                  # the jobs ran on it (evidence says where); else only listed
     nemo: str                     # version prefixes: "2.7.3" matches 2.7.3 and 2.7.3rc1; "0.16" any 0.16.x
     megatron_core: str
     modelopt: str
-    transformer_engine: tuple[str, ...]   # TE versions it covers; "absent" = without TE
-    torch: Optional[str]
-    evidence: str
+    runs: tuple[StackRun, ...]
+    pins: bool = False            # the versions requirements-jobs.txt pins
 
 
-STACKS: tuple[Stack, ...] = (
-    Stack("CPU tests (.venv, requirements-jobs.txt)", True, "2.7.3", "0.15.3", "0.37", ("absent",), "2.13",
-          "tests/jobs on the CPU, every stage for real (docs/jobs.md, Tests)"),
-    Stack("GPU device (1 x H200, no container)", True, "2.7.3", "0.15.3", "0.37", ("absent", "2.12"), "2.11",
-          "the tiny recipe through minitron submit with and without TE (docs/jobs.md, GPU device)"),
-    Stack("nemo:26.02 container stack, rebuilt from wheels", True, "2.7.0", "0.16", "0.41", ("absent", "2.12"), "2.11",
-          "the tiny recipe with TE on one H200 (commit 6a67dc8, benchmarks/results/stacks-gpu-20261204): every stage "
-          "DONE but export, which failed on megatron-core 0.16's removed tensorstore module; since its stand-in "
-          "(jobs/stages/drift.py, commit ab73937) the export is DONE on the same GPU with TE hidden, and in this "
-          "stack's CPU tests (.ci/run)"),
-    Stack("nemo:25.11 container", False, "2.6.0", "0.15", "0.37", ("2.9",), None,
-          "NVIDIA's container release table; the jobs have not run on it"),
-    Stack("nemo:25.09 container", False, "2.5.0", "0.14", "0.35", ("2.7",), None,
-          "NVIDIA's container release table; the jobs have not run on it"),
-)
-TESTED = next(s for s in STACKS if s.tested)
+def load_stacks(text: str) -> tuple[Stack, ...]:
+    """The matrix from its YAML (launcher/app/stacks.yaml); kinds it names must be the table's."""
+    stacks = []
+    for row in yaml.safe_load(text)["stacks"]:
+        runs = []
+        for run in row["runs"]:
+            failing = tuple((kind, str(error)) for kind, error in (run.get("failing") or {}).items())
+            unknown = (set(run["proven"]) | {kind for kind, _ in failing}) - set(ALL_KINDS)
+            if unknown:
+                raise ValueError(f"stacks.yaml: {row['name']}: unknown stage kind(s) {sorted(unknown)}")
+            runs.append(StackRun(te=str(run["te"]), gpu=bool(run["gpu"]), where=run["where"],
+                                 proven=tuple(run["proven"]), failing=failing, commit=run.get("commit"),
+                                 date=str(run["date"]) if run.get("date") else None, evidence=run.get("evidence")))
+        stacks.append(Stack(name=row["name"], nemo=str(row["nemo"]), megatron_core=str(row["megatron_core"]),
+                            modelopt=str(row["modelopt"]), runs=tuple(runs), pins=bool(row.get("pins"))))
+    return tuple(stacks)
 
+
+STACKS: tuple[Stack, ...] = load_stacks(resources.files("launcher.app").joinpath("stacks.yaml").read_text())
+PINS = next(s for s in STACKS if s.pins)
 
 
 @dataclass(frozen=True)
@@ -96,9 +114,32 @@ def _stack_text(versions: dict[str, Any]) -> str:
             f"ModelOpt {versions.get('modelopt') or '-'} + TE {te}")
 
 
-def _tested_text() -> str:
-    return " or ".join(sorted({f"NeMo {s.nemo} + megatron-core {s.megatron_core} + ModelOpt {s.modelopt}"
-                               for s in STACKS if s.tested}))
+def _pins_text() -> str:
+    return f"NeMo {PINS.nemo} + megatron-core {PINS.megatron_core} + ModelOpt {PINS.modelopt}"
+
+
+def _engine_covers(run: StackRun, te: Optional[str]) -> bool:
+    return run.te == "absent" if te is None else run.te != "absent" and matches(te, run.te)
+
+
+def stage_proof(stacks: Sequence[Stack], kinds: Sequence[str], te: Optional[str], gpu: bool
+                ) -> dict[str, tuple[str, str]]:
+    """Per kind: ("proven" | "failing" | "unproven", the evidence or error) on these stacks with this engine,
+    from the runs on a GPU (for GPU stages) or any run (CPU stages run the same code wherever they run)."""
+    runs = [r for s in stacks for r in s.runs if (r.gpu or not gpu) and (not gpu or _engine_covers(r, te))]
+    proof = {}
+    for kind in kinds:
+        proved = [r for r in runs if kind in r.proven]
+        failed = [(r, error) for r in runs for k, error in r.failing if k == kind]
+        if proved:
+            r = proved[0]
+            proof[kind] = ("proven", f"{r.where}" + (f", {r.commit} {r.date}" if r.commit else ""))
+        elif failed:
+            r, error = failed[0]
+            proof[kind] = ("failing", f"{error} ({r.where}" + (f", {r.commit} {r.date})" if r.commit else ")"))
+        else:
+            proof[kind] = ("unproven", "")
+    return proof
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -176,24 +217,27 @@ def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
             fail(f"{_stack_text(versions)}: megatron-core's get_megatron_optimizer takes neither the keywords NeMo's "
                  f"optimizer setup passes nor the config_overrides that replaced them (checked in the job): "
                  f"fine-tune and distillation stop before training",
-                 f"pin megatron-core=={TESTED.megatron_core} (requirements-jobs.txt) or use {CONTAINER} as shipped")
+                 f"pin megatron-core=={PINS.megatron_core} (requirements-jobs.txt) or use {CONTAINER} as shipped")
         found = stacks_matching(versions)
         te = versions.get("transformer-engine") if caps.get("te_importable") else None
+        engine = f"TE {te}" if te else "no TE"
         if not found:
-            warn(f"{_stack_text(versions)} is not a stack the jobs were tested on ({_tested_text()})",
+            warn(f"{_stack_text(versions)} is not in the stack matrix (launcher/app/stacks.yaml: "
+                 f"{', '.join(s.name for s in STACKS)})",
                  f"use {CONTAINER} or the pins of requirements-jobs.txt, and run `minitron submit --smoke` first")
-        elif not any(s.tested for s in found):
-            listed = found[0]
-            warn(f"{_stack_text(versions)} is the {listed.name} stack ({listed.evidence}); the jobs were tested on "
-                 f"{_tested_text()}", "run `minitron submit --smoke` on this cluster before the real recipe")
-        elif role == "gpu":
-            covered = any(("absent" in s.transformer_engine) if te is None
-                          else any(matches(te, t) for t in s.transformer_engine if t != "absent")
-                          for s in found if s.tested)
-            if not covered:
-                engine = f"Transformer Engine {te}" if te else "Running without Transformer Engine"
-                warn(f"{engine} has not been tested with {_stack_text(versions)}",
-                     "run `minitron submit --smoke` before the real recipe")
+        else:
+            proof = stage_proof(found, kinds, te, gpu=role == "gpu")
+            failing = [k for k, (state, _) in proof.items() if state == "failing"]
+            unproven = [k for k, (state, _) in proof.items() if state == "unproven"]
+            for kind in failing:
+                fail(f"{found[0].name} with {engine}: stage {kind} failed: {proof[kind][1]}",
+                     f"pin {_pins_text()} (requirements-jobs.txt) or use another container")
+            if unproven:
+                where = "on a GPU" if role == "gpu" else "here"
+                proven = [k for k, (state, _) in proof.items() if state == "proven"]
+                warn(f"{found[0].name} with {engine}: unproven {where}: stages {', '.join(unproven)}"
+                     + (f" (proven: {', '.join(proven)})" if proven else " (no stage has run on it)"),
+                     "run `minitron submit --smoke` on this cluster before the real recipe")
 
     if role == "gpu" and gpus.get("cudnn_error"):
         warn(f"torch cannot use its cuDNN in the job ({gpus['cudnn_error']})",
@@ -231,7 +275,7 @@ def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
         fail(f"{entry['name']} is missing ({entry.get('error') or 'not found'}), used by "
              f"{', '.join(k for k in entry.get('used_by') or () if k in kinds)}"
              + (" (a private NeMo/ModelOpt function)" if private else ""),
-             f"use the stack the jobs were tested on ({_tested_text()}) or {CONTAINER}")
+             f"use the stack the jobs were tested on ({_pins_text()}) or {CONTAINER}")
 
     # -- file system and token -------------------------------------------------------------------
     job_dir = caps.get("job_dir") or {}
