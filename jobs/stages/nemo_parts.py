@@ -228,9 +228,11 @@ def ckpt_load_strictness():
     if not any(isinstance(f, _ExtraStateOnlyGuard) for f in validation_log.filters):
         validation_log.addFilter(_ExtraStateOnlyGuard())
     # A filter sees only records its logger lets through: NeMo's logger setup copies its level (ERROR on
-    # some ranks and setups) onto `megatron.core`, which would silence megatron's warning and the guard.
+    # some ranks and setups) onto `megatron.core`, and any `logging.config.dictConfig` (disabling existing
+    # loggers by default) turns the logger off; either would silence megatron's warning and the guard.
     if validation_log.level == logging.NOTSET or validation_log.level > logging.WARNING:
         validation_log.setLevel(logging.WARNING)
+    validation_log.disabled = False
     return StrictHandling.LOG_ALL
 
 
