@@ -4,6 +4,14 @@ Evidence comes from the registry (was the stage submitted, did the user cancel i
 (squeue, sacct, `sacct -c`, or the local supervisor, normalised by the backends into `JobInfo`)
 and the run's markers and log (jobs.contract). `decide_stage` is a pure function written as a
 decision table: the first rule whose condition holds gives the state. Nothing here does I/O.
+
+A job the scheduler does not report (`Evidence.job` None) has ended: slurmctld lists every job it holds,
+ended ones for MinJobAge after their end, and the Slurm backend drops accounting rows that lag behind it
+(`backends.slurm.merge_accounting`; the local backend drops jobs whose process or supervisor is gone). So
+no grace period is needed before the markers decide, even while accounting lags or is disabled: they give
+DONE, FAILED (with the task's code) or INCOMPLETE, and a job that left no end marker is LOST (killed, or
+cancelled before it started) until accounting, once it records the end, names it. `resume` reruns a LOST
+stage as it reruns a FAILED one.
 """
 
 from __future__ import annotations
@@ -75,7 +83,7 @@ class Evidence:
 
     job_id: Optional[str]                   # the registry's current job id (None: never submitted)
     cancelled_by_user: bool
-    job: Optional[JobInfo]                  # None: the scheduler does not know the job (any more)
+    job: Optional[JobInfo]                  # None: the scheduler no longer knows the job: it has ended
     markers: Markers
     progress: Progress = field(default_factory=Progress)
     now: float = 0.0
