@@ -12,6 +12,9 @@ no grace period is needed before the markers decide, even while accounting lags 
 DONE, FAILED (with the task's code) or INCOMPLETE, and a job that left no end marker is LOST (killed, or
 cancelled before it started) until accounting, once it records the end, names it. `resume` reruns a LOST
 stage as it reruns a FAILED one.
+
+Times from two clocks are compared with `CLOCK_SKEW_S` of slack; which attempt a marker belongs to is
+decided by job id, never by time.
 """
 
 from __future__ import annotations
@@ -77,6 +80,12 @@ SCHEDULER_ENDED = {
 }
 
 
+CLOCK_SKEW_S = 5.0
+"""How far the compute nodes' clocks (the `started` line, the JSON markers' times, progress lines) may be from
+the login node's (status's `now`). NTP keeps them within milliseconds; a node whose NTP lags can be seconds
+off. Where two such times are compared, a difference within this margin means nothing."""
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Everything known about one stage at one moment."""
@@ -103,10 +112,20 @@ def _ours(ev: Evidence) -> bool:
     return started is not None and started.job_id == ev.job_id
 
 
+def _quiet_since(ev: Evidence) -> Optional[float]:
+    """When the stage last showed life: its last progress line, or the current attempt's start if later
+    (a continuation appends to its job's log, which ends with the previous attempt's steps until its first)."""
+    if ev.progress.time is None:
+        return None
+    return max(ev.progress.time, ev.markers.started.time) if _ours(ev) else ev.progress.time
+
+
 def _stalled(ev: Evidence) -> bool:
-    if ev.stall_after_s is None or ev.progress.time is None:
+    """Quiet for longer than allowed, by more than the clocks of node and login node may disagree."""
+    since = _quiet_since(ev)
+    if ev.stall_after_s is None or since is None:
         return False
-    return ev.now - ev.progress.time > ev.stall_after_s
+    return ev.now - since > ev.stall_after_s + CLOCK_SKEW_S
 
 
 def _ended_state(ev: Evidence) -> Optional[StageState]:
@@ -146,7 +165,7 @@ RULES: tuple[Rule, ...] = (
     ("scheduler: running, progress stale", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_RUNNING
      and _stalled(ev),
      lambda ev: StageState.STALLED,
-     lambda ev: f"no progress for {ev.now - (ev.progress.time or ev.now):.0f} s"),
+     lambda ev: f"no progress for {ev.now - _quiet_since(ev):.0f} s"),
     ("scheduler: running", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_RUNNING,
      lambda ev: StageState.RUNNING, lambda ev: ev.job.reason),
     ("scheduler: pending", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_PENDING,

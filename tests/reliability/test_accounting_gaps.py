@@ -1,5 +1,5 @@
-"""Accounting that lags, is disabled or has no completion log (issue 24, class 6): `minitron status` must
-still give each stage its right state.
+"""Accounting that lags, is disabled or has no completion log, and node clocks a few seconds apart (issue 24,
+class 6): `minitron status` must still give each stage its right state.
 
 Each case is a real run directory with real marker files and logs, queried through the real Slurm backend
 (`SlurmExecutor.query`) against squeue/sacct clients on PATH that print canned answers: lines recorded from
@@ -17,6 +17,7 @@ from typing import Optional
 
 import pytest
 
+from jobs.contract import progress_line
 from launcher.backends.base import JobRef
 from launcher.backends.slurm import SlurmExecutor
 from launcher.runs.prepare import load_inputs, prepare_run
@@ -189,5 +190,47 @@ def _check(report, stage, expected: dict) -> None:
 
 @pytest.mark.parametrize("case, expected", ACCOUNTING.values(), ids=ACCOUNTING.keys())
 def test_status_when_accounting_lags_is_disabled_or_has_no_completion_log(case, expected, tmp_path, monkeypatch):
+    report, stage = _report(case, tmp_path, monkeypatch)
+    _check(report, stage, expected)
+
+
+RUNNING_3 = answer("3|RUNNING|None|0:30|20:00|4|n[1-4]|2026-12-01T21:43:29")
+STEPS = [progress_line(step, 100, 2.0, now=T + 10 * step) for step in range(1, 21)]  # 10 s a step, last at T+200
+STALL_AFTER = 600  # finetune's: STALL_FLOOR_S, above 10 steps of 10 s
+
+SKEW = {  # d. the compute nodes' clocks a few seconds from the login node's (`now`) and from each other
+    "started line later than now; squeue prints INVALID time used": (
+        Case(squeue=answer("3|RUNNING|None|INVALID|20:00|4|n[1-4]|2026-12-01T21:43:29"),
+             markers={"started": (T + 3, 0)}, log=[progress_line(5, 100, 2.0, now=T + 3)], now=T),
+        dict(state="RUNNING", elapsed_s=0.0, eta_s=None)),
+    "a node 3 s behind: last step just over the stall limit by the login clock": (
+        Case(squeue=RUNNING_3, markers=STARTED, log=STEPS, now=T + 200 + STALL_AFTER + 3),
+        dict(state="RUNNING", rule="scheduler: running", eta_s=800.0)),
+    "no step for a minute past the stall limit": (
+        Case(squeue=RUNNING_3, markers=STARTED, log=STEPS, now=T + 200 + STALL_AFTER + 60),
+        dict(state="STALLED", reason=f"no progress for {STALL_AFTER + 60} s")),
+    "continuation before its first step: the log ends with the previous attempt's": (
+        Case(squeue=RUNNING_3, markers={"started": (T + 5000, 1)}, log=STEPS, now=T + 5003),
+        dict(state="RUNNING", attempt=1, step=20, eta_s=800.0)),
+    "continuation quiet since its start past the stall limit": (
+        Case(squeue=RUNNING_3, markers={"started": (T + 5000, 1)}, log=STEPS, now=T + 5000 + STALL_AFTER + 60),
+        dict(state="STALLED", reason=f"no progress for {STALL_AFTER + 60} s")),
+    "continuation on a node 4 s behind the previous one: step times stay positive": (
+        Case(squeue=RUNNING_3, markers={"started": (T + 90, 1)},
+             log=[progress_line(10, 100, 2.0, now=T + 100), progress_line(11, 100, 2.0, now=T + 96)], now=T + 120),
+        dict(state="RUNNING", eta_s=30 / 11 * 89)),
+    "complete marker from before a requeue, the current attempt started later": (
+        Case(**NO_ACCOUNTING, markers={"started": (T + 600, 1), "finished": 0, "complete": T + 100}, now=T + 900),
+        dict(state="DONE", elapsed_s=None, gpu_hours=None)),
+    "complete marker 2 s before the started line of its own attempt": (
+        Case(**NO_ACCOUNTING, markers={**STARTED, "finished": 0, "complete": T - 2}),
+        dict(state="DONE", elapsed_s=0.0)),
+    "launcher's submit time later than the node's start": (
+        Case(squeue=PURGED, markers=FAILED_3, submitted_at=T + 3), dict(state="FAILED", exit_code=3, exit_source="task")),
+}
+
+
+@pytest.mark.parametrize("case, expected", SKEW.values(), ids=SKEW.keys())
+def test_status_when_node_clocks_are_seconds_apart(case, expected, tmp_path, monkeypatch):
     report, stage = _report(case, tmp_path, monkeypatch)
     _check(report, stage, expected)
