@@ -76,7 +76,8 @@ def parse_progress(lines: Iterable[str]) -> Progress:
             progress.val_loss = val
         if stamp is not None:
             progress.time = stamp
-    rates = sorted((t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(stamps, stamps[1:]) if s1 > s0)
+    # A pair whose time runs backwards straddles two clocks (a continuation on another node): it says nothing.
+    rates = sorted((t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(stamps, stamps[1:]) if s1 > s0 and t1 >= t0)
     if rates:
         progress.step_time_s = rates[len(rates) // 2]
     return progress

@@ -133,6 +133,35 @@ def parse_sacct(stdout: str, wanted: Iterable[str], source: str, fields: str = S
     return infos
 
 
+def merge_accounting(held: dict[str, JobInfo], accounted: dict[str, JobInfo], notes: list[str]) -> dict[str, JobInfo]:
+    """squeue's answer, completed by accounting's (sacct or the completion log) for the jobs squeue no longer
+    shows live.
+
+    slurmctld is current for every job it holds, ended ones included (for MinJobAge after their end), and
+    forgets a job only after it ended. Accounting lags behind it: slurmdbd records starts and ends
+    asynchronously, minutes late when it is slow or down. So an accounting row counts only when it records
+    the end of the job's latest attempt. A row still live (PENDING, RUNNING, REQUEUED: the end is not
+    recorded yet) or one of an attempt that started before the one slurmctld holds (a requeued job's earlier
+    NODE_FAIL) is ignored: the job is then judged by squeue while slurmctld holds it, else by its markers.
+    Both start times are slurmctld's own, so clock skew plays no part in that comparison."""
+    jobs = dict(held)
+    lagging = []
+    for job_id, info in accounted.items():
+        current = held.get(job_id)
+        earlier = (current is not None and current.start_time is not None and info.start_time is not None
+                   and info.start_time < current.start_time)
+        if info.live or earlier:
+            lagging.append(job_id)
+            continue
+        # accounting has exit codes and signals; slurmctld, while it still holds the job, the real reason
+        reason = current.reason if current is not None and current.reason else info.reason
+        jobs[job_id] = dataclasses.replace(info, reason=reason)
+    if lagging:
+        notes.append(f"accounting has not recorded the end of job(s) {', '.join(lagging)} yet: judged by squeue, "
+                     f"else by their markers")
+    return jobs
+
+
 def unreachable(text: str) -> bool:
     return any(marker in text for marker in UNREACHABLE)
 
@@ -191,13 +220,9 @@ class SlurmExecutor:
         if not ids:
             return result
         held = self._squeue(ids)
-        result.jobs = dict(held)
         finished = [j for j in ids if j not in held or not held[j].live]
-        if finished:
-            for job_id, info in self._sacct(finished, result.notes).items():
-                # accounting has exit codes and signals; slurmctld, while it still holds the job, the real reason
-                reason = held[job_id].reason if job_id in held and held[job_id].reason else info.reason
-                result.jobs[job_id] = dataclasses.replace(info, reason=reason)
+        accounted = self._sacct(finished, result.notes) if finished else {}
+        result.jobs = merge_accounting(held, accounted, result.notes)
         return result
 
     def _squeue(self, ids: list[str]) -> dict[str, JobInfo]:

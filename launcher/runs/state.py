@@ -4,6 +4,17 @@ Evidence comes from the registry (was the stage submitted, did the user cancel i
 (squeue, sacct, `sacct -c`, or the local supervisor, normalised by the backends into `JobInfo`)
 and the run's markers and log (jobs.contract). `decide_stage` is a pure function written as a
 decision table: the first rule whose condition holds gives the state. Nothing here does I/O.
+
+A job the scheduler does not report (`Evidence.job` None) has ended: slurmctld lists every job it holds,
+ended ones for MinJobAge after their end, and the Slurm backend drops accounting rows that lag behind it
+(`backends.slurm.merge_accounting`; the local backend drops jobs whose process or supervisor is gone). So
+no grace period is needed before the markers decide, even while accounting lags or is disabled: they give
+DONE, FAILED (with the task's code) or INCOMPLETE, and a job that left no end marker is LOST (killed, or
+cancelled before it started) until accounting, once it records the end, names it. `resume` reruns a LOST
+stage as it reruns a FAILED one.
+
+Times from two clocks are compared with `CLOCK_SKEW_S` of slack; which attempt a marker belongs to is
+decided by job id, never by time.
 """
 
 from __future__ import annotations
@@ -69,13 +80,19 @@ SCHEDULER_ENDED = {
 }
 
 
+CLOCK_SKEW_S = 5.0
+"""How far the compute nodes' clocks (the `started` line, the JSON markers' times, progress lines) may be from
+the login node's (status's `now`). NTP keeps them within milliseconds; a node whose NTP lags can be seconds
+off. Where two such times are compared, a difference within this margin means nothing."""
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Everything known about one stage at one moment."""
 
     job_id: Optional[str]                   # the registry's current job id (None: never submitted)
     cancelled_by_user: bool
-    job: Optional[JobInfo]                  # None: the scheduler does not know the job (any more)
+    job: Optional[JobInfo]                  # None: the scheduler no longer knows the job: it has ended
     markers: Markers
     progress: Progress = field(default_factory=Progress)
     now: float = 0.0
@@ -95,10 +112,20 @@ def _ours(ev: Evidence) -> bool:
     return started is not None and started.job_id == ev.job_id
 
 
+def _quiet_since(ev: Evidence) -> Optional[float]:
+    """When the stage last showed life: its last progress line, or the current attempt's start if later
+    (a continuation appends to its job's log, which ends with the previous attempt's steps until its first)."""
+    if ev.progress.time is None:
+        return None
+    return max(ev.progress.time, ev.markers.started.time) if _ours(ev) else ev.progress.time
+
+
 def _stalled(ev: Evidence) -> bool:
-    if ev.stall_after_s is None or ev.progress.time is None:
+    """Quiet for longer than allowed, by more than the clocks of node and login node may disagree."""
+    since = _quiet_since(ev)
+    if ev.stall_after_s is None or since is None:
         return False
-    return ev.now - ev.progress.time > ev.stall_after_s
+    return ev.now - since > ev.stall_after_s + CLOCK_SKEW_S
 
 
 def _ended_state(ev: Evidence) -> Optional[StageState]:
@@ -149,7 +176,7 @@ RULES: tuple[Rule, ...] = (
     ("scheduler: running, progress stale", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_RUNNING
      and _stalled(ev),
      lambda ev: StageState.STALLED,
-     lambda ev: f"no progress for {ev.now - (ev.progress.time or ev.now):.0f} s"),
+     lambda ev: f"no progress for {ev.now - _quiet_since(ev):.0f} s"),
     ("scheduler: running", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_RUNNING,
      lambda ev: StageState.RUNNING, lambda ev: ev.job.reason),
     ("scheduler: pending", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_PENDING,

@@ -19,7 +19,8 @@ from ..core.files import MIN_FREE_BYTES, free_bytes, read_tail
 from ..planning.plan import StagePlan
 from .registry import Run, RunRecord
 from .smoke import smoke_verdict
-from .state import BROKEN, LIVE, Evidence, RunState, StageState, decide_run, decide_stage, exit_status
+from .state import (BROKEN, CLOCK_SKEW_S, LIVE, Evidence, RunState, StageState, decide_run, decide_stage,
+                    exit_status)
 
 TAIL_LINES = 12
 STALL_STEPS = 10          # a training stage is STALLED after this many step times without progress ...
@@ -93,6 +94,15 @@ def _stall_after(planned: Optional[StagePlan], progress: Progress) -> Optional[f
     return max(STALL_STEPS * (progress.step_time_s or 0.0), floor)
 
 
+def _span(start: float, end: float) -> Optional[float]:
+    """Seconds from `start` to `end`, read on two clocks (node and login node, or two nodes): never negative;
+    None when `end` precedes `start` by more than the clocks may disagree (`CLOCK_SKEW_S`), since the two then
+    belong to different attempts (a complete marker written before a requeue started the current attempt)."""
+    if end < start - CLOCK_SKEW_S:
+        return None
+    return max(0.0, end - start)
+
+
 def stage_status(run: Run, name: str, planned: Optional[StagePlan], job_id: Optional[str], cancelled: bool,
                  result: QueryResult, now: float, markers: Markers) -> StageStatus:
     job = result.jobs.get(job_id) if job_id else None
@@ -111,11 +121,11 @@ def stage_status(run: Run, name: str, planned: Optional[StagePlan], job_id: Opti
         status.attempt = markers.started.attempt
     if job is not None:
         status.elapsed_s, status.nodes = job.elapsed_s, job.nodes
-    if status.elapsed_s is None and markers.started:
+    if status.elapsed_s is None and markers.started:  # squeue's INVALID: login clock behind slurmctld's
         if decision.state in LIVE:
-            status.elapsed_s = now - markers.started.time
+            status.elapsed_s = _span(markers.started.time, now)
         elif decision.state == StageState.DONE and markers.finished_at:
-            status.elapsed_s = max(0.0, markers.finished_at - markers.started.time)
+            status.elapsed_s = _span(markers.started.time, markers.finished_at)
     if planned is not None:
         status.est_s = round(planned.est_hours * 3600, 1)
         status.gpus = planned.nodes * planned.gpus_per_node
