@@ -80,11 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="every run and its live state, newest first")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("logs", help="print or follow a stage's log")
+    p = sub.add_parser("logs", help="print or follow a stage's log", description=(
+        "Print the end of a stage's log. Each line is shown as all minitron output is: control bytes as "
+        "\\xNN, bad UTF-8 as U+FFFD, secret-looking values redacted. A line over 64 KiB shows only its end, "
+        "after a marker '[first N bytes of this line not shown]'. Memory stays bounded whatever the log "
+        "holds; the raw log is logs/<stage>-<job id>.out (logs/<stage>.log locally) in the run directory."))
     p.add_argument("run")
     p.add_argument("stage", nargs="?", help="default: the last stage that started")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="then print each new line once it is complete, until the run is no longer live")
+    p.add_argument("-n", "--lines", type=int, default=50, metavar="N",
+                   help="the last N lines (default 50); 0 or less: the whole log")
 
     p = sub.add_parser("cancel", help="cancel a run, or one stage and everything downstream")
     p.add_argument("run")

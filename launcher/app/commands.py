@@ -7,10 +7,12 @@ import json
 import os
 import sys
 import time
+from typing import Iterable
 
 from jobs.contract import ConfigError, read_bounded, read_markers, read_stage_config
 
 from ..core.errors import ExitCode, RecordNotSaved, SlurmError, SubmitFailed, UserError, did_you_mean
+from ..core.files import LineReader, open_log, tail_offset
 from ..planning import calibration
 from ..planning.planner import make_plan
 from ..runs.prepare import load_inputs, preflight, prepare_run
@@ -21,8 +23,8 @@ from ..runs.status import query_runs, report_for, run_report, settled_state
 from ..runs.submission import cancel_run, resume_run, submit_run
 from .checks import run_checks
 from .probe import run_check
-from .views import (calibration_table, console, plan_table, print_json, report_markdown, runs_table, status_table,
-                    submission_table, text, timing_table)
+from .views import (calibration_table, console, log_line, plan_table, print_json, report_markdown, runs_table,
+                    status_table, submission_table, text, timing_table)
 
 STATUS_EXIT = {RunState.DONE: ExitCode.OK, RunState.PENDING: ExitCode.LIVE, RunState.RUNNING: ExitCode.LIVE,
                RunState.FAILED: ExitCode.FAILED, RunState.CANCELLED: ExitCode.FAILED,
@@ -134,6 +136,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """The last `--lines` lines of a stage's log (all of it when <= 0), then with --follow each new line
+    once complete, until the run is no longer live. A log is whatever the job wrote, so it is streamed
+    in bounded memory (the last lines found reading backwards from the end; a line keeps at most its
+    last LOG_LINE_BYTES, marked as cut) and every line is escaped and redacted (`views.log_line`):
+    control bytes in a log never reach the terminal."""
     run = resolve_run(args.run)
     record = run.load_record()
     stage = args.stage
@@ -148,22 +155,30 @@ def cmd_logs(args: argparse.Namespace) -> int:
     path = run.layout.stage_log(stage, record.stages[stage].job_id)
     if path is None:
         raise UserError(f"stage {stage} has no log yet", key="STAGE")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, encoding="utf-8", errors="replace") as handle:
-        lines = handle.readlines()
-        sys.stdout.writelines(lines[-args.lines:] if args.lines > 0 else lines)
-        sys.stdout.flush()
+    try:
+        fd = open_log(path)
+    except OSError as exc:
+        raise UserError(f"cannot read the log of stage {stage}: {exc.strerror or exc}", key="STAGE") from None
+    try:
+        reader = LineReader(fd, tail_offset(fd, args.lines) if args.lines > 0 else 0)
+        _print_log_lines(reader.lines())
         while args.follow:
-            line = handle.readline()
-            if line:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-                continue
-            _, report = _report(run)
-            if report.state not in LIVE_RUN_STATES:
-                return ExitCode.OK
+            live = _report(run)[1].state in LIVE_RUN_STATES  # before reading: what the run wrote is read
+            _print_log_lines(reader.lines())
+            if not live:
+                break
             time.sleep(1.0)
+        last = reader.unfinished()
+        _print_log_lines([last] if last else [])
+    finally:
+        os.close(fd)
     return ExitCode.OK
+
+
+def _print_log_lines(lines: Iterable[tuple[bytes, int]]) -> None:
+    for line, dropped in lines:
+        sys.stdout.write(log_line(line, dropped) + "\n")
+    sys.stdout.flush()
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -2,22 +2,38 @@
 
 Every value that comes from a file, a scheduler or a log passes through `text()`: rich markup is
 escaped, control bytes are shown as escapes (an ESC in a profile key cannot retitle or clear the
-terminal), secret-looking values are redacted, and its length is bounded.
+terminal), secret-looking values are redacted, and its length is bounded. Log lines, printed
+without markup, get the same through `log_line`.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from ..core.errors import one_line
+from ..core.files import LOG_LINE_BYTES
 
 CELL_CHARS = 1000
+_FIRST_WORD = re.compile(rb"\S*\s?")
 
 
 def text(value: Any, limit: int = CELL_CHARS) -> str:
     from rich.markup import escape
     return escape(one_line(str(value), limit))
+
+
+def log_line(data: bytes, dropped: int = 0) -> str:
+    """A log line for the terminal, made safe as every value is: bad UTF-8 shown as U+FFFD, then
+    redacted and escaped by `one_line`, never cut again (the reader kept at most LOG_LINE_BYTES, and a
+    byte escapes to at most 4 characters). A line cut for length is marked, and what is shown of it
+    starts after a whitespace: no fragment of a word, which could be a secret too short to redact."""
+    marker = ""
+    if dropped:
+        start = _FIRST_WORD.match(data).end()
+        data, marker = data[start:], f"[first {dropped + start} bytes of this line not shown] "
+    return marker + one_line(data.decode("utf-8", "replace"), 4 * LOG_LINE_BYTES)
 
 
 def print_json(data: Any) -> None:

@@ -31,15 +31,20 @@ class ExitCode(enum.IntEnum):
 
 MAX_MESSAGE_CHARS = 400
 # Known credential shapes: Hugging Face, GitHub, GitLab, Slack, OpenAI-style, AWS, NGC keys, JWTs. The
-# loaders refuse them in any file (launcher/config/yamlfile.py) and every message redacts them.
-TOKEN_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|glpat-[\w-]{20,}"
-                         r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}|nvapi-[\w-]{20,}|eyJ[\w-]{20,}\.")
-# Broader, for deciding what a message may quote: also 40-hex keys (W&B; a git hash is hidden too) and
-# long mixed-case runs with digits (generic API keys).
-SECRET_VALUE = re.compile(TOKEN_VALUE.pattern + r"|\b[0-9a-f]{40}\b|(?=[A-Za-z0-9_\-+]*\d)(?=[A-Za-z0-9_\-+]*[a-z])"
-                          r"(?=[A-Za-z0-9_\-+]*[A-Z])[A-Za-z0-9_\-+]{32,}")
-_SECRET_ASSIGNMENT = re.compile(r"((?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL)[A-Z0-9_]*\s*[=:]\s*)"
-                                r"(['\"]?)[^\s'\",}\]]+", re.I)
+# loaders refuse them in any file (launcher/config/yamlfile.py) and every message redacts them. Each must
+# begin a word: inside a name ("tiny-disk-20261204-…", "monkeyJump…") "sk-" or "eyJ" is no key.
+TOKEN_VALUE = re.compile(r"(?<![\w.-])(?:hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}"
+                         r"|glpat-[\w-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[\w-]{20,}|AKIA[0-9A-Z]{16}"
+                         r"|nvapi-[\w-]{20,}|eyJ[\w-]{20,}\.)")
+# Broader, for deciding what a message may quote: also long mixed-case runs with digits (generic API
+# keys; tried first, so such a run is redacted whole) and 40-hex keys (W&B; a git hash is hidden too).
+# A run is only tried where it starts: redacting a long line (a log's) stays linear in its length.
+SECRET_VALUE = re.compile(r"(?<![A-Za-z0-9_\-+])(?=[A-Za-z0-9_\-+]*\d)(?=[A-Za-z0-9_\-+]*[a-z])"
+                          r"(?=[A-Za-z0-9_\-+]*[A-Z])[A-Za-z0-9_\-+]{32,}|" + TOKEN_VALUE.pattern + r"|\b[0-9a-f]{40}\b")
+# NAME=value and NAME: value where the name holds TOKEN, SECRET, …; tried only where a name starts
+# (linear, as above).
+_SECRET_ASSIGNMENT = re.compile(r"((?<![A-Z0-9_])(?=[A-Z0-9_]*?(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL))"
+                                r"[A-Z0-9_]+\s*[=:]\s*)(['\"]?)[^\s'\",}\]]+", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from jobs.contract import read_bounded, write_text_atomic
 
@@ -99,12 +99,24 @@ def write_json(path: str, data: Any) -> None:
 
 
 TAIL_BYTES = 256 * 1024
+LOG_BLOCK = 64 * 1024       # one read of a log
+LOG_LINE_BYTES = 64 * 1024  # the most of one log line that is kept (its end)
+
+
+def open_log(path: str) -> int:
+    """A stage log's descriptor: never through a symlink, and only a regular file (a FIFO planted in
+    its place cannot block the reader). OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
 
 
 def read_tail(path: str, max_bytes: int = TAIL_BYTES) -> list[str]:
     """The last lines of a log (at most `max_bytes` of it), never through a symlink; [] when unreadable."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_log(path)
     except OSError:
         return []
     with os.fdopen(fd, "rb") as handle:
@@ -114,3 +126,57 @@ def read_tail(path: str, max_bytes: int = TAIL_BYTES) -> list[str]:
         data = handle.read(max_bytes)
     lines = data.decode("utf-8", "replace").splitlines()
     return lines[1:] if size > max_bytes else lines
+
+
+def tail_offset(fd: int, lines: int, block: int = LOG_BLOCK) -> int:
+    """Where the last `lines` (>= 1) lines of a file begin, found reading backwards `block` bytes at a
+    time: only newlines are counted, so the cost is what those lines hold, whatever lies before them."""
+    end = os.fstat(fd).st_size
+    if end and os.pread(fd, 1, end - 1) == b"\n":
+        end -= 1  # the last newline ends the last line; it starts none
+    while end > 0:
+        start = max(0, end - block)
+        data = os.pread(fd, end - start, start)
+        cut = len(data)
+        while (cut := data.rfind(b"\n", 0, cut)) >= 0:
+            lines -= 1
+            if lines == 0:
+                return start + cut + 1
+        end = start
+    return 0
+
+
+class LineReader:
+    """The lines of a file, perhaps still growing, from `offset` on, read `block` bytes at a time. A line
+    longer than `max_bytes` keeps only its end, with the count of bytes dropped: memory stays bounded
+    whatever the lines hold."""
+
+    def __init__(self, fd: int, offset: int, max_bytes: int = LOG_LINE_BYTES, block: int = LOG_BLOCK):
+        self.fd, self.offset, self.max_bytes, self.block = fd, offset, max_bytes, block
+        self._kept, self._dropped = b"", 0  # the line being read
+
+    def lines(self) -> Iterator[tuple[bytes, int]]:
+        """(line without its newline, bytes dropped from its start) for each line the file now completes."""
+        while data := os.pread(self.fd, self.block, self.offset):
+            self.offset += len(data)
+            start = 0
+            while (end := data.find(b"\n", start)) >= 0:
+                self._add(data[start:end])
+                yield self._kept, self._dropped
+                self._kept, self._dropped = b"", 0
+                start = end + 1
+            self._add(data[start:])
+
+    def unfinished(self) -> Optional[tuple[bytes, int]]:
+        """The last line read when it has no newline yet (the writer is mid-line, or died there)."""
+        if not (self._kept or self._dropped):
+            return None
+        line, self._kept, self._dropped = (self._kept, self._dropped), b"", 0
+        return line
+
+    def _add(self, piece: bytes) -> None:
+        kept = self._kept + piece
+        if len(kept) > self.max_bytes:
+            self._dropped += len(kept) - self.max_bytes
+            kept = kept[-self.max_bytes:]
+        self._kept = kept
