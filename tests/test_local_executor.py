@@ -124,7 +124,10 @@ def test_cancel_stops_the_whole_process_group(setup, tmp_path):
     assert processes_of(sub["run_dir"]), "the fine-tune should be running"
     proc = cli(env, "cancel", sub["run_id"], "finetune")
     assert proc.returncode == 0, proc.stderr
-    code, report = wait(env, sub["run_id"])
+    proc = cli(env, "status", sub["run_id"], "--json")  # at once: CANCELLING or CANCELLED, never RUNNING
+    assert proc.returncode == 4 and json.loads(proc.stdout)["overall"] == "CANCELLED", proc.stdout
+    assert by_name(json.loads(proc.stdout))["finetune"]["state"] in ("CANCELLING", "CANCELLED")
+    code, report = wait(env, sub["run_id"], until=lambda r: by_name(r)["finetune"]["state"] == "CANCELLED")
     assert code == 4
     states = {s["name"]: s["state"] for s in report["stages"]}
     assert states["finetune"] == "CANCELLED" and states["report"] == "CANCELLED" and states["data"] == "DONE"

@@ -29,6 +29,8 @@ CASES = [  # (evidence, state, rule)
      "scheduler: running, progress stale"),
     (ev(job("RUNNING"), progress=Progress(step=3, time=900.0), stall=600.0), S.RUNNING, "scheduler: running"),
     (ev(job("COMPLETING")), S.RUNNING, "scheduler: running"),
+    (ev(job("RUNNING"), cancelled=True), S.CANCELLING, "scheduler: live, cancelled by user"),
+    (ev(job("PENDING", reason="Dependency"), cancelled=True), S.CANCELLING, "scheduler: live, cancelled by user"),
     (ev(job("PENDING", reason="Dependency")), S.PENDING, "scheduler: pending"),
     (ev(job("REQUEUED")), S.PENDING, "scheduler: pending"),
     (ev(job("COMPLETED"), Markers(complete=True)), S.DONE, "complete marker"),
@@ -109,6 +111,8 @@ def test_exit_code_sources_in_order():
     ([S.DONE, S.FAILED, S.CANCELLED], False, RunState.FAILED),
     ([S.DONE, S.LOST], False, RunState.FAILED),
     ([S.DONE, S.CANCELLED, S.CANCELLED], False, RunState.CANCELLED),
+    ([S.DONE, S.CANCELLING, S.CANCELLING], False, RunState.CANCELLED),  # the user's cancel shows at once
+    ([S.RUNNING, S.CANCELLING], False, RunState.RUNNING),  # a stage the cancel did not reach still runs
     ([S.NOT_SUBMITTED, S.NOT_SUBMITTED], False, RunState.RENDERED),
     ([S.NOT_SUBMITTED, S.NOT_SUBMITTED], True, RunState.SUBMIT_FAILED),
     ([S.DONE, S.NOT_SUBMITTED], False, RunState.PARTIAL),

@@ -197,7 +197,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"minitron: error: {exc}; cancelled {', '.join(exc.cancelled) or 'nothing'}", file=sys.stderr)
         return ExitCode.SUBMIT_FAILED
     if not submitted:
-        console().print(f"run {text(run.id)}: nothing to resume (every stage is done or still queued)")
+        console().print(f"run {text(run.id)}: nothing to resume (every stage is done, still queued or being cancelled)")
         return ExitCode.OK
     submission_table(run, run.load_record(), False)
     return ExitCode.OK

@@ -118,7 +118,7 @@ def submission_table(run: Any, record: Any, dry_run: bool) -> None:
 
 
 STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "STALLED": "magenta", "FAILED": "red",
-               "CANCELLED": "red", "TIMEOUT": "red", "NODE_FAIL": "red", "OUT_OF_MEMORY": "red", "PREEMPTED": "red",
+               "CANCELLED": "red", "CANCELLING": "red", "TIMEOUT": "red", "NODE_FAIL": "red", "OUT_OF_MEMORY": "red", "PREEMPTED": "red",
                "INCOMPLETE": "red", "LOST": "magenta", "NOT_SUBMITTED": "dim", "RENDERED": "dim",
                "SUBMIT_FAILED": "red", "PARTIAL": "yellow"}
 

@@ -38,6 +38,7 @@ class StageState(str, enum.Enum):
     DONE = "DONE"                     # the complete marker lists outputs that all exist
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    CANCELLING = "CANCELLING"         # the user cancelled it; the scheduler is still ending the job
     TIMEOUT = "TIMEOUT"
     NODE_FAIL = "NODE_FAIL"
     OUT_OF_MEMORY = "OUT_OF_MEMORY"
@@ -49,7 +50,8 @@ class StageState(str, enum.Enum):
         return self.value
 
 
-LIVE = frozenset({StageState.PENDING, StageState.RUNNING, StageState.STALLED})
+# Stages whose job still exists: never resubmitted over, cancellable (a CANCELLING one again, harmlessly).
+LIVE = frozenset({StageState.PENDING, StageState.RUNNING, StageState.STALLED, StageState.CANCELLING})
 BROKEN = frozenset({StageState.FAILED, StageState.TIMEOUT, StageState.NODE_FAIL, StageState.OUT_OF_MEMORY,
                     StageState.PREEMPTED, StageState.INCOMPLETE, StageState.LOST})
 
@@ -173,6 +175,9 @@ Rule = tuple[str, Callable[[Evidence], bool], Callable[[Evidence], StageState], 
 RULES: tuple[Rule, ...] = (
     ("never submitted", lambda ev: ev.job_id is None,
      lambda ev: StageState.NOT_SUBMITTED, lambda ev: None),
+    ("scheduler: live, cancelled by user", lambda ev: ev.job is not None and ev.cancelled_by_user
+     and ev.job.state in SCHEDULER_RUNNING | SCHEDULER_PENDING,
+     lambda ev: StageState.CANCELLING, lambda ev: "cancelled by user; the scheduler is ending the job"),
     ("scheduler: running, progress stale", lambda ev: ev.job is not None and ev.job.state in SCHEDULER_RUNNING
      and _stalled(ev),
      lambda ev: StageState.STALLED,
@@ -248,7 +253,7 @@ def decide_run(stage_states: list[StageState], submit_failed: bool) -> RunState:
         return RunState.RUNNING if StageState.DONE in states else RunState.PENDING
     if states & BROKEN:
         return RunState.FAILED
-    if StageState.CANCELLED in states:
+    if states & {StageState.CANCELLED, StageState.CANCELLING}:  # the user's cancel counts at once
         return RunState.CANCELLED
     if states == {StageState.NOT_SUBMITTED}:
         return RunState.SUBMIT_FAILED if submit_failed else RunState.RENDERED

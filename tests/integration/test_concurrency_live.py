@@ -114,5 +114,5 @@ def test_two_resumes_at_once_queue_each_stage_once_and_readers_never_see_a_torn_
         assert len(state["stages"][name]["attempts"]) == 2, (name, state["stages"][name])
     for name in ("data", "import", "finetune", "prune_depth", "prune_width"):
         assert len(state["stages"][name]["attempts"]) == 1, (name, state["stages"][name])
-    code, report = cli.wait(run_id, timeout=60)
+    code, report = cli.wait(run_id, timeout=60, until=lambda c, r: stages(r)["report"]["state"] != "CANCELLING")
     assert code == 4 and stages(report)["report"]["state"] == "CANCELLED", json.dumps(report, indent=1)

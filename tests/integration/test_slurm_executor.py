@@ -106,8 +106,11 @@ def test_cancel_a_stage_cancels_it_and_everything_downstream(env, slurm):
     run_id = sub["run_id"]
     proc = cli("cancel", run_id, "prune_width")
     assert proc.returncode == 0, proc.stderr
+    code, report = cli.status(run_id)  # at once: the user's cancel shows before Slurm has ended the jobs
+    assert {stages(report)[n]["state"] for n in ("prune_width", "distill_width", "report")} <= \
+        {"CANCELLING", "CANCELLED"}, json.dumps(report, indent=1)
     code, report = cli.wait(run_id, until=lambda c, r: all(
-        s["state"] not in ("PENDING", "RUNNING") for s in r["stages"]))
+        s["state"] not in ("PENDING", "RUNNING", "CANCELLING") for s in r["stages"]))
     by = stages(report)
     assert code == 4
     for name in ("prune_width", "distill_width", "report"):
