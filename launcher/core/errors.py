@@ -38,7 +38,9 @@ TOKEN_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github
 # long mixed-case runs with digits (generic API keys).
 SECRET_VALUE = re.compile(TOKEN_VALUE.pattern + r"|\b[0-9a-f]{40}\b|(?=[A-Za-z0-9_\-+]*\d)(?=[A-Za-z0-9_\-+]*[a-z])"
                           r"(?=[A-Za-z0-9_\-+]*[A-Z])[A-Za-z0-9_\-+]{32,}")
-_SECRET_ASSIGNMENT = re.compile(r"((?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL)[A-Z0-9_]*\s*[=:]\s*)"
+# A name ending in a secret word, with an `S` or `_SUFFIX` at most (HF_TOKEN=, SECRETS:, TOKEN_2=): a word that
+# only starts like one (`tokenizer:`) is left alone.
+_SECRET_ASSIGNMENT = re.compile(r"((?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL)S?(?:_[A-Z0-9_]*)?\s*[=:]\s*)"
                                 r"(['\"]?)[^\s'\",}\]]+", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
