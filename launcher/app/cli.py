@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="show a run's validation-loss report")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
+
+    for name, what in (("profiles", "cluster profiles"), ("recipes", "recipes")):
+        p = sub.add_parser(name, help=f"list the bundled {what}, or show one")
+        p.add_argument("--json", action="store_true")
+        actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+        show = actions.add_parser("show", help=f"print one of the {what} as written")
+        show.add_argument("name", metavar="NAME")
+        show.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                          help="its text and its data as JSON")
     return parser
 
 

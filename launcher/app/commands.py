@@ -19,6 +19,7 @@ from ..runs.smoke import smoke_inputs
 from ..runs.state import LIVE_RUN_STATES, RunState
 from ..runs.status import query_runs, report_for, run_report, settled_state
 from ..runs.submission import cancel_run, resume_run, submit_run
+from .catalog import run_catalog
 from .checks import run_checks
 from .probe import run_check
 from .views import (calibration_table, console, plan_table, print_json, report_markdown, runs_table, status_table,
@@ -239,3 +240,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         calibration_table(rows)
     return ExitCode.OK
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    return run_catalog("profiles", args)
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    return run_catalog("recipes", args)
