@@ -19,7 +19,7 @@ def _file(directory: str, name: str) -> str:
 
 def test_help_lists_the_new_commands():
     proc = run_cli("--help")
-    for command in ("profiles", "recipes"):
+    for command in ("profiles", "recipes", "init"):
         assert command in proc.stdout
 
 

@@ -21,6 +21,7 @@ from ..runs.status import query_runs, report_for, run_report, settled_state
 from ..runs.submission import cancel_run, resume_run, submit_run
 from .catalog import run_catalog
 from .checks import run_checks
+from .init import run_init
 from .probe import run_check
 from .views import (calibration_table, console, plan_table, print_json, report_markdown, runs_table, status_table,
                     submission_table, text, timing_table)
@@ -248,3 +249,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     return run_catalog("recipes", args)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    return run_init(args)

@@ -270,3 +270,16 @@ def yaml_text(content: str) -> None:
     for line in content.splitlines():
         out.print(text(line), soft_wrap=True, emoji=False)
 
+
+def cluster_table(facts: Any) -> None:
+    """`minitron init`: the partitions as Slurm described them."""
+    from rich.table import Table
+
+    table = Table(title=f"partitions of {text(facts.source)}", title_justify="left")
+    for col in ("partition", "default", "nodes", "GPUs/node", "GRES type", "CPUs", "memory MB", "MaxTime"):
+        table.add_column(col)
+    for p in facts.partitions.values():
+        table.add_row(text(p.name), "yes" if p.default else "", str(p.nodes), str(p.gpus_per_node),
+                      text(",".join(p.gpu_types) or "-"), text(p.cpus or "-"), text(p.memory_mb or "-"),
+                      text(p.time_limit or "unlimited"))
+    console().print(table)

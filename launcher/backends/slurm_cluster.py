@@ -139,7 +139,12 @@ class LiveCluster:
     def output(self, query: str, required: bool = True) -> subprocess.CompletedProcess:
         user = os.environ.get("USER") or getpass.getuser()
         argv = [user if a == USER else a for a in QUERIES[query]]
-        proc = self.client.run(argv, check=False)
+        try:
+            proc = self.client.run(argv, check=False)
+        except SlurmError as exc:  # not installed, or no answer in time
+            if required:
+                raise
+            return subprocess.CompletedProcess(argv, exc.returncode, "", exc.stderr)
         if required and proc.returncode != 0:
             raise SlurmError(argv, proc.returncode, proc.stderr or proc.stdout)
         return proc
