@@ -92,6 +92,8 @@ def test_sinfo_partitions_nodes_and_gpus():
     assert parts["gpu"].nodes == 4 and parts["gpu"].gpus_per_node == 4
     mixed = parse_sinfo("batch*|gpu:h100:8(S:0-1)|4:00:00|6|n[1-6]\nbatch*|gpu:h100:4|4:00:00|2|n[7-8]\n")
     assert mixed["batch"].nodes == 8 and mixed["batch"].gpus_per_node == 8
+    # a socket list with a comma (S:0,1) is not a gres separator: the count after it is still found
+    assert parse_sinfo("a100|gpu:a100:4(S:0,1)|1-00:00:00|2|a[1-2]\n")["a100"].gpus_per_node == 4
 
 
 # -- the state machine over the recorded parses ----------------------------------------------------

@@ -114,6 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="show a run's validation-loss report")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
+
+    for name, what in (("profiles", "cluster profiles"), ("recipes", "recipes")):
+        p = sub.add_parser(name, help=f"list the bundled {what}, or show one")
+        p.add_argument("--json", action="store_true")
+        actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+        show = actions.add_parser("show", help=f"print one of the {what} as written")
+        show.add_argument("name", metavar="NAME")
+        show.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                          help="its text and its data as JSON")
+
+    p = sub.add_parser("init", help="write a commented cluster profile from what Slurm says about this cluster")
+    p.add_argument("--output", "-o", metavar="FILE", help="where to write it (default: profile.yaml)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--from-file", metavar="DIR",
+                   help="read saved output of sinfo, scontrol and sacctmgr from DIR instead of asking Slurm")
+    p.add_argument("--partition", metavar="NAME", help="the GPU partition (default: the default or only one with GPUs)")
+    p.add_argument("--cpu-partition", metavar="NAME", help="for data prep and the report (default: one without GPUs)")
+    p.add_argument("--gpu-model", metavar="MODEL", help="e.g. H100-80GB, where GRES names no type init knows")
+    p.add_argument("--container", metavar="IMAGE", help="the NeMo image the stages run in, or none")
+    p.add_argument("--job-dir", metavar="DIR", help="where runs go, on the shared file system ($VARS allowed)")
+    p.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes one stage may use (default 1)")
+    p.add_argument("--json", action="store_true", help="what was read and written, as JSON")
     return parser
 
 

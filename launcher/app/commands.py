@@ -21,7 +21,9 @@ from ..runs.smoke import smoke_inputs
 from ..runs.state import LIVE_RUN_STATES, RunState
 from ..runs.status import query_runs, report_for, run_report, settled_state
 from ..runs.submission import cancel_run, resume_run, submit_run
+from .catalog import run_catalog
 from .checks import run_checks
+from .init import run_init
 from .probe import run_check
 from .views import (calibration_table, console, log_line, plan_table, print_json, report_markdown, runs_table,
                     status_table, submission_table, text, timing_table)
@@ -254,3 +256,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         calibration_table(rows)
     return ExitCode.OK
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    return run_catalog("profiles", args)
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    return run_catalog("recipes", args)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    return run_init(args)

@@ -244,3 +244,58 @@ def calibration_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         table.add_row(text(row["run_id"]), styled(row["state"]), str(row["recorded"]))
     console().print(table)
+
+
+def profiles_table(rows: list[dict[str, Any]]) -> None:
+    """`minitron profiles`: one line per bundled profile; one that does not load shows why."""
+    from rich.table import Table
+
+    table = Table(title="bundled cluster profiles (--profile NAME; minitron profiles show NAME)", title_justify="left")
+    for col in ("name", "executor", "nodes×GPUs", "GPU", "partition", "container"):
+        table.add_column(col)
+    for row in rows:
+        if row.get("error"):
+            table.add_row(text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "", "", "", "")
+            continue
+        table.add_row(text(row["name"]), text(row["executor"]), f"{row['nodes']}×{row['gpus_per_node']}",
+                      text(row["gpu_model"]), text(row["partition"] or "-"), text(row["container"] or "none"))
+    console().print(table)
+
+
+def recipes_table(rows: list[dict[str, Any]]) -> None:
+    """`minitron recipes`: one line per bundled recipe, its stages and training steps."""
+    from rich.table import Table
+
+    table = Table(title="bundled recipes (--recipe NAME; minitron recipes show NAME)", title_justify="left")
+    for col in ("name", "stages", "steps", "description"):
+        table.add_column(col)
+    for row in rows:
+        if row.get("error"):
+            table.add_row(text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "", "")
+            continue
+        steps = ", ".join(f"{t['stage']} {t['steps']}" if t["steps"] is not None
+                          else f"{t['stage']} {t['tokens']:g} tokens" for t in row["training"])
+        table.add_row(text(row["name"]), text(", ".join(row["stages"])), text(steps or "-"),
+                      text(row["description"], 200))
+    console().print(table)
+
+
+def yaml_text(content: str) -> None:
+    """A profile or recipe file as written (each line escaped like any value: control bytes, markup)."""
+    out = console()
+    for line in content.splitlines():
+        out.print(text(line), soft_wrap=True, emoji=False)
+
+
+def cluster_table(facts: Any) -> None:
+    """`minitron init`: the partitions as Slurm described them."""
+    from rich.table import Table
+
+    table = Table(title=f"partitions of {text(facts.source)}", title_justify="left")
+    for col in ("partition", "default", "nodes", "GPUs/node", "GRES type", "CPUs", "memory MB", "MaxTime"):
+        table.add_column(col)
+    for p in facts.partitions.values():
+        table.add_row(text(p.name), "yes" if p.default else "", str(p.nodes), str(p.gpus_per_node),
+                      text(",".join(p.gpu_types) or "-"), text(p.cpus or "-"), text(p.memory_mb or "-"),
+                      text(p.time_limit or "unlimited"))
+    console().print(table)

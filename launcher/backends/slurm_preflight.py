@@ -27,16 +27,15 @@ class Partition:
     gres: list[str] = field(default_factory=list)
 
 
-def _gpu_count(gres: str) -> int:
-    """`gpu:4`, `gpu:h100:8(S:0-1)`, `gpu:8,nic:1` → the gpu count."""
-    best = 0
-    for item in gres.split(","):
-        item = re.sub(r"\(.*?\)", "", item)
-        if item.startswith("gpu"):
-            count = item.split(":")[-1]
-            if count.isdigit():
-                best = max(best, int(count))
-    return best
+def gpu_gres(gres: str) -> list[tuple[str | None, int]]:
+    """`gpu:4`, `gpu:h100:8(S:0-1)`, `gpu:8,nic:1` → [(type or None, count)] of its gpu entries. The socket
+    lists go first: `(S:0,2)` holds a comma too."""
+    found = []
+    for item in re.sub(r"\(.*?\)", "", gres).split(","):
+        parts = [p for p in item.strip().split(":") if p != "no_consume"]
+        if parts[0] == "gpu" and len(parts) in (2, 3) and parts[-1].isdigit():
+            found.append((parts[1] if len(parts) == 3 else None, int(parts[-1])))
+    return found
 
 
 def parse_sinfo(stdout: str) -> dict[str, Partition]:
@@ -50,7 +49,7 @@ def parse_sinfo(stdout: str) -> dict[str, Partition]:
         name = name.rstrip("*")
         part = partitions.setdefault(name, Partition(name=name, time_limit=limit))
         part.nodes += int(count) if count.isdigit() else 0
-        part.gpus_per_node = max(part.gpus_per_node, _gpu_count(gres))
+        part.gpus_per_node = max([part.gpus_per_node] + [count for _, count in gpu_gres(gres)])
         if gres and gres != "(null)" and gres not in part.gres:
             part.gres.append(gres)
     return partitions

@@ -41,10 +41,11 @@ TOKEN_VALUE = re.compile(r"(?<![\w.-])(?:hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-
 # A run is only tried where it starts: redacting a long line (a log's) stays linear in its length.
 SECRET_VALUE = re.compile(r"(?<![A-Za-z0-9_\-+])(?=[A-Za-z0-9_\-+]*\d)(?=[A-Za-z0-9_\-+]*[a-z])"
                           r"(?=[A-Za-z0-9_\-+]*[A-Z])[A-Za-z0-9_\-+]{32,}|" + TOKEN_VALUE.pattern + r"|\b[0-9a-f]{40}\b")
-# NAME=value and NAME: value where the name holds TOKEN, SECRET, …; tried only where a name starts
-# (linear, as above).
-_SECRET_ASSIGNMENT = re.compile(r"((?<![A-Z0-9_])(?=[A-Z0-9_]*?(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL))"
-                                r"[A-Z0-9_]+\s*[=:]\s*)(['\"]?)[^\s'\",}\]]+", re.I)
+# NAME=value and NAME: value where the name ends in TOKEN, SECRET, … (an `S` or `_SUFFIX` at most: HF_TOKEN=,
+# SECRETS:, TOKEN_2=; a word that only starts like one, `tokenizer:`, is left alone); tried only where a
+# name starts (linear, as above).
+_SECRET_ASSIGNMENT = re.compile(r"((?<![A-Z0-9_])[A-Z0-9_]*?(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL)S?"
+                                r"(?:_[A-Z0-9_]*)?\s*[=:]\s*)(['\"]?)[^\s'\",}\]]+", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 

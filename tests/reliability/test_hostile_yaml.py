@@ -13,7 +13,7 @@ import tracemalloc
 
 import pytest
 
-from launcher.core.errors import UserError
+from launcher.core.errors import UserError, redact
 from launcher.config.profile import load_profile
 from launcher.config.recipe import load_recipe, stage_graph
 from tests.reliability.conftest import CORPUS
@@ -335,6 +335,18 @@ def test_secrets_in_the_wrong_shape_are_refused_and_never_shown(tmp_path, mutate
 def test_secrets_in_overrides_are_never_shown(tmp_path, override, key):
     error = _refused(tmp_path, "recipe", overrides=[override], key=key, says="", secret=None)
     assert TOKEN not in error.message and TOKEN not in (error.hint or "")
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("HF_TOKEN=hunter2", "HF_TOKEN=<redacted>"), ("token: hunter2", "token: <redacted>"),
+    ("MY_SECRETS: hunter2", "MY_SECRETS: <redacted>"), ("GITHUB_TOKEN_2=hunter2", "GITHUB_TOKEN_2=<redacted>"),
+    ("api_key: 'hunter2'", "api_key: '<redacted>'"),
+    # a word that only starts like a secret name is no assignment: a recipe's key and its error stay readable
+    ("model.tokenizer: expected a string, got int 12", "model.tokenizer: expected a string, got int 12"),
+    ("  tokenizer: bpe:512", "  tokenizer: bpe:512"),
+])
+def test_secret_assignments_are_redacted_and_nothing_else(text, shown):
+    assert redact(text) == shown
 
 
 # -- 5. semantics ----------------------------------------------------------------------------------
