@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="resubmit failed/cancelled stages and their dependents")
     p.add_argument("run")
+    p.add_argument("--submit", action="store_true",
+                   help="submit a dry run (rendered, never submitted); without it resume refuses one")
 
     p = sub.add_parser("check", help="check a profile against the cluster")
     p.add_argument("--profile", "-p", metavar="FILE|NAME")

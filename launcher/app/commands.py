@@ -194,7 +194,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     run = resolve_run(args.run)
     try:
-        submitted, _ = resume_run(run)
+        submitted, _ = resume_run(run, submit_dry_run=args.submit)
     except SubmitFailed as exc:
         print(f"minitron: error: {exc}; cancelled {', '.join(exc.cancelled) or 'nothing'}", file=sys.stderr)
         return ExitCode.SUBMIT_FAILED

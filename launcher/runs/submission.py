@@ -9,7 +9,7 @@ from ..backends import executor_for
 from ..backends.base import JobRef
 from ..core.errors import LauncherError, RecordNotSaved, SubmitFailed, UserError, did_you_mean
 from .registry import Run, RunRecord
-from .state import BROKEN, LIVE, StageState
+from .state import BROKEN, LIVE, RunState, StageState
 from .status import RunReport, report_for
 
 
@@ -58,11 +58,15 @@ def submit_run(run: Run) -> dict[str, str]:
         return _submit_stages(run, run.load_record(), run.plan.names(), {})
 
 
-def resume_run(run: Run) -> tuple[dict[str, str], RunReport]:
-    """Resubmit every stage that failed, was cancelled or never ran, and what depends on it."""
+def resume_run(run: Run, submit_dry_run: bool = False) -> tuple[dict[str, str], RunReport]:
+    """Resubmit every stage that failed, was cancelled or never ran, and what depends on it. A dry run
+    (rendered, never submitted) is submitted only when asked: resuming it is a first submission."""
     with run.locked():
         record = run.load_record()
         report = report_for(run, record)
+        if report.state == RunState.RENDERED and not submit_dry_run:
+            raise UserError(f"run {run.id} is a dry run: nothing of it was ever submitted; `minitron resume "
+                            f"{run.id} --submit` submits it now", key="RUN")
         order, deps = run.plan.names(), run.plan.dependencies()
         states = {s.name: s.state for s in report.stages}
         broken = {n for n, s in states.items() if s in BROKEN or s in (StageState.CANCELLED, StageState.NOT_SUBMITTED)}

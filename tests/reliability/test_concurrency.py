@@ -44,7 +44,7 @@ def test_two_resumes_at_once_one_proceeds_the_other_is_busy(sandbox):
     env = dict(sandbox.env)
     env["PATH"] = f"{_fake_slurm(sandbox)}{os.pathsep}{env['PATH']}"
     run = sandbox.dry_run(env)
-    first = subprocess.Popen([sys.executable, "-m", "launcher.app.cli", "resume", run["run_id"]],
+    first = subprocess.Popen([sys.executable, "-m", "launcher.app.cli", "resume", run["run_id"], "--submit"],
                              env={**os.environ, **env, "PYTHONPATH": REPO}, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -53,7 +53,7 @@ def test_two_resumes_at_once_one_proceeds_the_other_is_busy(sandbox):
             assert first.poll() is None, first.communicate()
             assert time.time() < deadline, "the first resume never reached sbatch"
             time.sleep(0.02)
-        second = run_cli("resume", run["run_id"], env=env)
+        second = run_cli("resume", run["run_id"], "--submit", env=env)
         cancel = run_cli("cancel", run["run_id"], env=env)
         assert first.poll() is None, "the first resume must still hold the run for this test to mean anything"
     finally:
@@ -196,3 +196,15 @@ def test_control_a_plain_write_is_torn_by_the_same_loop(tmp_path):
     run_dir = _fresh_run(tmp_path)
     torn, _ = _kill_loop(run_dir, naive=True, rounds=20, stop_at_first_tear=True)
     assert torn == 1, "the kill loop never tore a non-atomic write: it would not catch a regression"
+
+
+def test_resume_of_a_dry_run_asks_for_submit_and_queues_nothing(sandbox):
+    run = sandbox.dry_run(sandbox.env)
+    before = Path(run["run_dir"], "state.json").read_bytes()
+    proc = run_cli("resume", run["run_id"], env=sandbox.env)
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "is a dry run" in proc.stderr and "--submit" in proc.stderr, proc.stderr
+    assert Path(run["run_dir"], "state.json").read_bytes() == before
+    assert sandbox.tripwire_calls() == [], "nothing reached Slurm"
+    proc = run_cli("resume", run["run_id"], "--submit", env=sandbox.env)  # now it tries, and meets the tripwire
+    assert proc.returncode == ExitCode.SUBMIT_FAILED and any(c.startswith("sbatch ") for c in sandbox.tripwire_calls())
