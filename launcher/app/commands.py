@@ -55,7 +55,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     plan = make_plan(inputs.profile, inputs.recipe)
     if not args.dry_run:
         preflight(inputs.profile, plan)
-    run = prepare_run(inputs, plan)
+    run = prepare_run(inputs, plan, dry_run=args.dry_run)
     index_run(run)
     if not args.dry_run:
         try:
@@ -71,7 +71,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return ExitCode.SUBMIT_FAILED
     record = run.load_record()
     if args.json:
-        print_json({"run_id": run.id, "run_dir": run.dir, "dry_run": args.dry_run,
+        print_json({"run_id": run.id, "run_dir": run.dir, "dry_run": args.dry_run, "rendered_for": record.rendered_for,
                     "jobs": {name: s.job_id for name, s in record.stages.items()},
                     "scripts": {name: run.layout.script(name) for name in record.stages}})
     else:

@@ -113,13 +113,16 @@ def submission_table(run: Any, record: Any, dry_run: bool) -> None:
         table.add_row(text(name), text(run.layout.script(name) if dry_run else (stage.job_id or "-")))
     out.print(table)
     out.print(f"run directory: {text(run.dir)}")
+    if record.rendered_for:
+        out.print(f"job_dir does not exist on this machine, so nothing was created there: the dry run is written "
+                  f"here instead, and its scripts name {text(record.rendered_for)}")
     if not dry_run:
         out.print(f"watch it: minitron status {text(run.id)} --watch")
 
 
 STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "STALLED": "magenta", "FAILED": "red",
-               "CANCELLED": "red", "CANCELLING": "red", "TIMEOUT": "red", "NODE_FAIL": "red", "OUT_OF_MEMORY": "red", "PREEMPTED": "red",
-               "INCOMPLETE": "red", "LOST": "magenta", "NOT_SUBMITTED": "dim", "RENDERED": "dim",
+               "CANCELLED": "red", "CANCELLING": "red", "TIMEOUT": "red", "NODE_FAIL": "red", "OUT_OF_MEMORY": "red",
+               "PREEMPTED": "red", "INCOMPLETE": "red", "LOST": "magenta", "NOT_SUBMITTED": "dim", "RENDERED": "dim",
                "SUBMIT_FAILED": "red", "PARTIAL": "yellow"}
 
 

@@ -78,10 +78,13 @@ def render_run_files(run_id: str, layout: RunLayout, inputs: Inputs, plan: Plan)
     return files
 
 
-def prepare_run(inputs: Inputs, plan: Plan | None = None) -> Run:
+def prepare_run(inputs: Inputs, plan: Plan | None = None, dry_run: bool = False) -> Run:
+    """The rendered run directory. A dry run whose job_dir does not exist here (a cluster path seen from
+    another machine) is written under MINITRON_HOME/dry-runs instead of creating job_dir."""
     plan = plan or make_plan(inputs.profile, inputs.recipe)
     run_id = new_run_id(inputs.recipe.name)
     layout = RunLayout(os.path.join(runs_root(inputs.profile.job_dir), run_id))
     files = render_run_files(run_id, layout, inputs, plan)
     return create_run(inputs.profile.job_dir, run_id, files, [s.name for s in plan.stages],
-                      inputs.profile.executor, source=inputs.profile.source)
+                      inputs.profile.executor, source=inputs.profile.source,
+                      elsewhere=dry_run and not os.path.isdir(inputs.profile.job_dir))

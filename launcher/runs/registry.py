@@ -60,6 +60,7 @@ class RunRecord:
     stages: dict[str, StageRecord]
     submit_failed: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
+    rendered_for: Optional[str] = None  # a dry run written away from job_dir: the run directory its files name
     version: int = RECORD_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -76,7 +77,8 @@ class RunRecord:
                    stages={str(name): StageRecord(**{k: v for k, v in s.items()
                                                      if k in StageRecord.__dataclass_fields__})
                            for name, s in data["stages"].items()},
-                   submit_failed=bool(submit_failed), events=list(data.get("events", [])))
+                   submit_failed=bool(submit_failed), events=list(data.get("events", [])),
+                   rendered_for=str(data["rendered_for"]) if data.get("rendered_for") else None)
 
     def log(self, event: str, **details: Any) -> None:
         self.events.append({"time": round(time.time(), 3), "event": event, **details})
@@ -204,17 +206,27 @@ def check_job_dir(job_dir: str, source: str | None = None) -> None:
                         file=source, key="job_dir")
 
 
+def dry_runs_root() -> str:
+    """Where a dry run is written when its job_dir is not on this machine (a cluster path seen from a laptop)."""
+    return os.path.join(minitron_home(), "dry-runs")
+
+
 def create_run(job_dir: str, run_id: str, files: dict[str, str], stage_names: list[str], executor: str,
-               source: str | None = None) -> Run:
+               source: str | None = None, elsewhere: bool = False) -> Run:
     """Write every file of a new run into a hidden temp directory, then rename it into place.
 
     `files` maps paths relative to the run directory to their content; the code snapshot of jobs/
     is copied in too. A failure at any point leaves no run directory behind. `source` is the
-    profile that chose job_dir, for the error message.
+    profile that chose job_dir, for the error message. `elsewhere`: a dry run written under
+    `dry_runs_root()` instead, creating nothing in job_dir (its files still name job_dir's paths).
     """
-    if not os.path.isdir(job_dir):
-        private_dir(job_dir, "job_dir", create=True, key="job_dir", source=source)
-    root = private_dir(runs_root(job_dir), "the runs directory", create=True, key="job_dir", source=source)
+    if elsewhere:
+        private_dir(minitron_home(), "MINITRON_HOME", create=True, key="MINITRON_HOME")
+        root = private_dir(dry_runs_root(), "the dry-run directory", create=True, key="MINITRON_HOME")
+    else:
+        if not os.path.isdir(job_dir):
+            private_dir(job_dir, "job_dir", create=True, key="job_dir", source=source)
+        root = private_dir(runs_root(job_dir), "the runs directory", create=True, key="job_dir", source=source)
     index_dir()  # a run the index cannot list is not made at all
     final = os.path.join(root, run_id)
     tmp = tempfile.mkdtemp(prefix=f".{run_id}.", dir=root)
@@ -229,7 +241,8 @@ def create_run(job_dir: str, run_id: str, files: dict[str, str], stage_names: li
         os.chmod(layout.code, DIR_MODE)
         _copy_private_tree(bundled.jobs_dir(), os.path.join(layout.code, "jobs"))
         record = RunRecord(run_id=run_id, executor=executor, created_at=time.time(),
-                           stages={name: StageRecord() for name in stage_names})
+                           stages={name: StageRecord() for name in stage_names},
+                           rendered_for=os.path.join(runs_root(job_dir), run_id) if elsewhere else None)
         record.log("rendered")
         files = {**files, os.path.relpath(layout.state, tmp): json.dumps(record.to_json(), indent=2) + "\n"}
         for rel, content in files.items():

@@ -64,6 +64,10 @@ def resume_run(run: Run, submit_dry_run: bool = False) -> tuple[dict[str, str], 
     with run.locked():
         record = run.load_record()
         report = report_for(run, record)
+        if record.rendered_for:
+            raise UserError(f"run {run.id} is a dry run written away from its job_dir ({run.dir}; its scripts "
+                            f"name {record.rendered_for}): submit the recipe with `minitron submit` where job_dir "
+                            f"exists", key="RUN")
         if report.state == RunState.RENDERED and not submit_dry_run:
             raise UserError(f"run {run.id} is a dry run: nothing of it was ever submitted; `minitron resume "
                             f"{run.id} --submit` submits it now", key="RUN")
