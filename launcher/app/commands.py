@@ -36,7 +36,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print_json(plan.to_json())
     else:
-        plan_table(plan, inputs.profile)
+        plan_table(plan, inputs.profile, args.wide)
     return ExitCode.OK
 
 
@@ -87,7 +87,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             code, report = _report(run)
             if sys.stdout.isatty():
                 console().clear()
-            status_table(report)
+            status_table(report, args.wide)
             if report.state not in LIVE_RUN_STATES:
                 return code
             time.sleep(args.watch)
@@ -95,7 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        status_table(report)
+        status_table(report, args.wide)
     return code
 
 
@@ -129,7 +129,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        runs_table(rows)
+        runs_table(rows, args.wide)
     return ExitCode.OK
 
 
