@@ -239,7 +239,9 @@ def runs_table(rows: list[dict[str, Any]], wide: bool = False) -> None:
     cells = []
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])) if row["created_at"] else "-"
-        state = styled(row["state"]) if not row.get("error") else f"[red]UNREADABLE[/] {text(row['error'], 120)}"
+        state = styled(row["state"]) if row["state"] else "[red]UNREADABLE[/]"
+        if row.get("error"):  # why the run cannot be read, or why its state is UNKNOWN (Slurm did not answer)
+            state += f" {text(row['error'], 120)}"
         cells.append((text(row["run_id"]), state, text(row["executor"] or "-"), created,
                       text("-" if row["stages"] is None else row["stages"]),
                       text(row["dir"])))

@@ -129,3 +129,19 @@ def test_json_is_the_same_at_every_width(failed_run):
     report = json.loads(_same_json("status", run_id, env=env))
     assert {s["name"]: s["state"] for s in report["stages"]} == {n: state for n, (state, _) in EXPECTED.items()}
     assert [row["run_id"] for row in json.loads(_same_json("runs", env=env))] == [run_id]
+
+
+def test_runs_calls_a_run_slurm_cannot_tell_about_unknown_not_unreadable(sandbox):
+    from launcher.runs.registry import open_run
+
+    run = open_run(sandbox.dry_run(sandbox.env)["run_dir"])
+    record = run.load_record()
+    for index, stage in enumerate(record.stages.values()):
+        stage.job_id = str(500 + index)
+    run.save_record(record)
+    proc = run_cli("runs", env={**sandbox.env, "COLUMNS": "80"})  # every Slurm client is a failing tripwire
+    assert proc.returncode == 0, proc.stderr
+    headers, rows = _table(proc.stdout, 80, bounded="state")
+    assert rows[0][headers.index("state")].startswith("UNKNOWN") and "UNREADABLE" not in proc.stdout
+    wide = run_cli("runs", "--wide", env=sandbox.env)
+    assert "UNKNOWN Slurm is not answering" in wide.stdout and "UNREADABLE" not in wide.stdout
