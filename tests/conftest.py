@@ -19,8 +19,9 @@ def minitron_home(tmp_path, monkeypatch):
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: str | None = None, timeout: float = 120):
-    """Run `python -m launcher.app.cli ARGS` in a fresh process, as a user would."""
-    full_env = dict(os.environ)
+    """Run `python -m launcher.app.cli ARGS` in a fresh process, as a user would (its tables as wide as a pipe
+    gets, whatever COLUMNS the tests were started with, unless `env` sets COLUMNS)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "launcher.app.cli", *args], capture_output=True, text=True,

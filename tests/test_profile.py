@@ -79,3 +79,29 @@ def test_job_dir_expands_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCH", str(tmp_path))
     path = write_profile(tmp_path / "p.yaml", job_dir="$SCRATCH/runs")
     assert load_profile(path).job_dir == f"{tmp_path}/runs"
+
+
+@pytest.mark.parametrize("arg, fix", [
+    ("--time=02:00:00", "set timeouts or default_time"),
+    ("--job-name=mine", "remove it"),
+    ("--gpus=16", "gpus_per_node"),
+    ("--output=/tmp/x.out", "minitron logs"),
+    ("--export=NONE", "env_vars"),
+    ("--requeue", "signal_lead_s"),
+    ("--part=debug", "partition"),            # sbatch takes an unambiguous prefix of an option
+    ("--comm=team", "write --comment=TEXT in full"),
+    ("--comment", "appended to the launcher's tag"),
+])
+def test_sbatch_args_the_launcher_sets_itself_are_refused(tmp_path, arg, fix):
+    """sbatch keeps the last of a repeated option, so one in sbatch_args would replace the launcher's (issue 23)."""
+    path = write_profile(tmp_path / "p.yaml", sbatch_args=["--mail-type=FAIL", arg])
+    with pytest.raises(UserError) as info:
+        load_profile(path)
+    err = info.value
+    assert err.file == path and err.key == "sbatch_args[1]" and fix in str(err), str(err)
+
+
+@pytest.mark.parametrize("arg", ["--comment=team", "--mail-type=FAIL", "--exclude=n1", "--constraint=h100",
+                                 "--time-min=30", "--gpu-bind=closest", "--nodelist=n1"])
+def test_other_sbatch_args_are_kept(tmp_path, arg):
+    assert load_profile(write_profile(tmp_path / "p.yaml", sbatch_args=[arg])).sbatch_args == [arg]

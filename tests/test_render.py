@@ -10,11 +10,12 @@ import subprocess
 import pytest
 
 from jobs.contract import Marker, RunLayout
-from launcher.config.profile import load_profile
+from launcher.config.profile import LAUNCHER_SBATCH, load_profile
 from launcher.config.recipe import load_recipe
 from launcher.planning.plan import StagePlan
 from launcher.planning.planner import make_plan
 from launcher.rendering.scripts import job_names, render_slurm_script
+from tests.conftest import write_profile
 from tools.goldens import CASES, ENVIRONMENT, GOLDEN, RUN_ID, render_case
 
 
@@ -124,3 +125,37 @@ def test_every_stage_runs_through_the_task_runner():
     for name, script in render_all("h100-1x8", None).items():
         assert " -m jobs.runtime.task jobs.stages." in script, name
     assert " -m jobs.runtime.task jobs.stages.finetune --config" in render_all("local", "tiny")["finetune"]
+
+
+def _sbatch_options(script: str) -> list[str]:
+    return [line.split()[1][2:].partition("=")[0] for line in script.splitlines() if line.startswith("#SBATCH ")]
+
+
+def test_every_sbatch_option_is_written_once_and_listed_as_the_launchers():
+    """sbatch keeps the last of a repeated option: the h100-4x8 profile's --comment once replaced the
+    launcher's minitron:RUN:STAGE tag (issue 23). The options the template writes (and sbatch's command line)
+    are those a profile may not set (LAUNCHER_SBATCH), so the list cannot fall behind the template."""
+    written = set()
+    for profile_name, recipe_name in CASES:
+        if load_profile(profile_name).executor != "slurm":
+            continue
+        for name, script in render_all(profile_name, recipe_name).items():
+            options = _sbatch_options(script)
+            assert len(options) == len(set(options)), (profile_name, name, options)
+            written |= set(options)
+    assert {"gres", "gpus-per-node", "exclusive", "mem", "account", "qos", "requeue", "signal"} <= written
+    assert written <= set(LAUNCHER_SBATCH) | {"comment"}
+    assert {"parsable", "kill-on-invalid-dep", "dependency"} <= set(LAUNCHER_SBATCH)  # backends/slurm.py's argv
+    finetune = render_all("h100-4x8", None)["finetune"]
+    assert f"#SBATCH --comment=minitron:{RUN_ID}:finetune,llm-pruning\n" in finetune
+
+
+def test_profile_comments_join_the_launchers_tag_and_other_extras_follow(tmp_path):
+    profile = load_profile(write_profile(tmp_path / "p.yaml", sbatch_args=["--comment=team", "--mail-type=FAIL",
+                                                                           "--comment=cost-42"]))
+    stage = make_plan(profile, load_recipe()).stage("finetune")
+    script = render_slurm_script(RUN_ID, str(tmp_path / "run"), profile, stage)
+    comments = [line for line in script.splitlines() if line.startswith("#SBATCH --comment")]
+    assert comments == [f"#SBATCH --comment=minitron:{RUN_ID}:finetune,team,cost-42"]
+    assert comments[0].split("=", 1)[1].split(",")[0].split(":") == ["minitron", RUN_ID, "finetune"]
+    assert _sbatch_options(script)[-1] == "mail-type"

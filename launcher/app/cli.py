@@ -24,6 +24,11 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
                         help="override a recipe key, e.g. stages.distill.steps=300 (repeatable)")
 
 
+def _add_wide(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wide", action="store_true",
+                        help="every column, however wide (a narrow terminal otherwise gets the most useful ones)")
+
+
 def _interval(text: str) -> float:
     try:
         value = float(text)
@@ -62,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="plan every stage: nodes, parallelism, batches, memory, time")
     _add_inputs(p)
     p.add_argument("--json", action="store_true", help="machine-readable plan")
+    _add_wide(p)
 
     p = sub.add_parser("submit", help="render the run and submit the stage graph")
     _add_inputs(p)
@@ -76,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", nargs="?", const=10.0, type=_interval, metavar="SECONDS",
                    help="refresh until the run is no longer live (default every 10 s)")
+    _add_wide(p)
 
     p = sub.add_parser("runs", help="every run and its live state, newest first")
     p.add_argument("--json", action="store_true")
+    _add_wide(p)
 
     p = sub.add_parser("logs", help="print or follow a stage's log", description=(
         "Print the end of a stage's log. Each line is shown as all minitron output is: control bytes as "

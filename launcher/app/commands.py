@@ -40,7 +40,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print_json(plan.to_json())
     else:
-        plan_table(plan, inputs.profile)
+        plan_table(plan, inputs.profile, args.wide)
     return ExitCode.OK
 
 
@@ -91,7 +91,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             code, report = _report(run)
             if sys.stdout.isatty():
                 console().clear()
-            status_table(report)
+            status_table(report, args.wide)
             if report.state not in LIVE_RUN_STATES:
                 return code
             time.sleep(args.watch)
@@ -99,7 +99,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        status_table(report)
+        status_table(report, args.wide)
     return code
 
 
@@ -133,7 +133,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        runs_table(rows)
+        runs_table(rows, args.wide)
     return ExitCode.OK
 
 

@@ -8,9 +8,10 @@ without markup, get the same through `log_line`.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 from ..core.errors import one_line
 from ..core.files import LOG_LINE_BYTES
@@ -49,8 +50,55 @@ def console() -> Any:
     import sys
 
     from rich.console import Console
-    # Pipes and CI logs get a wide page instead of rich's 80-column default.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    # Pipes and CI logs get a wide page instead of rich's 80-column default, unless COLUMNS says how wide.
+    wide_pipe = not sys.stdout.isatty() and not os.environ.get("COLUMNS", "").isdigit()
+    return Console(highlight=False, width=200 if wide_pipe else None)
+
+
+class _Col(NamedTuple):
+    """A table column. `keep` 0: always shown; otherwise a narrow terminal leaves out the columns with the
+    highest `keep` first. `fold` > 0: long cells fold (at spaces where they can) down to that many characters;
+    0: the column is as wide as its widest cell or left out."""
+    header: str
+    keep: int = 0
+    fold: int = 0
+
+
+def _cell_width(markup: str) -> int:
+    from rich.text import Text
+    return max(Text.from_markup(line).cell_len for line in markup.split("\n"))
+
+
+def _fitted(out: Any, cols: Sequence[_Col], rows: Sequence[Sequence[str]], wide: bool = False, **kwargs: Any) -> Any:
+    """A rich Table of the columns that fit `out`'s width, so that no cell is cut to '…' or to nothing (what rich
+    does, as a last resort, to a table wider than the terminal). The most valuable columns come first, those
+    with nothing but '-' last; one that does not fit is left out whole (a caption names it), and a less
+    valuable, narrower one may take its place. `wide`: every column at full width, widening `out` to the table
+    (the terminal wraps it, or `less -S` scrolls)."""
+    from rich.table import Table
+
+    natural = [max([_cell_width(col.header)] + [_cell_width(row[i]) for row in rows]) for i, col in enumerate(cols)]
+    least = [min(n, col.fold) if col.fold else n for n, col in zip(natural, cols)]
+    empty = [all(row[i] == "-" for row in rows) for i in range(len(cols))]
+    chosen, used = [], 1  # a column takes its width, its padding (2) and a border (1); the right edge is 1 more
+    for i in sorted(range(len(cols)), key=lambda i: (cols[i].keep != 0 and empty[i], cols[i].keep)):
+        if wide or cols[i].keep == 0 or used + least[i] + 3 <= out.width:
+            chosen.append(i)
+            used += least[i] + 3
+    chosen.sort()
+    if wide:
+        out.width = max(out.width, used + sum(natural[i] - least[i] for i in chosen))
+    left_out = [col.header.replace("\n", " ") for i, col in enumerate(cols) if i not in chosen]
+    table = Table(caption=text(f"not shown: {', '.join(left_out)} (--wide shows them)") if left_out else None,
+                  caption_justify="left", **kwargs)
+    spare = out.width - used  # widens folding columns, first come first served
+    for i in chosen:
+        width = least[i] + max(0, min(natural[i] - least[i], spare))
+        spare -= width - least[i]
+        table.add_column(cols[i].header, no_wrap=not cols[i].fold, overflow="fold", max_width=width)
+    for row in rows:
+        table.add_row(*(row[i] for i in chosen))
+    return table
 
 
 def _tokens(n: int | None) -> str:
@@ -66,28 +114,29 @@ def _hours(h: float) -> str:
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
-def plan_table(plan: Any, profile: Any) -> None:
-    from rich.table import Table
+PLAN_COLUMNS = (_Col("stage"), _Col("after", 4, fold=14), _Col("nodes×GPUs"), _Col("TP/PP/CP/DP"),
+                _Col("MBS/GBS ×acc", 3), _Col("engine", 7), _Col("steps", 5), _Col("tokens", 6), _Col("mem/GPU GiB"),
+                _Col("partition", 8), _Col("image", 9), _Col("limit", 1), _Col("est"), _Col("GPU·h", 2))
 
-    table = Table(title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
-                             f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model})"), title_justify="left")
-    for col in ("stage", "after", "nodes×GPUs", "TP/PP/CP/DP", "MBS/GBS ×acc", "engine", "steps", "tokens",
-                "mem/GPU GiB", "partition", "image", "limit", "est", "GPU·h"):
-        table.add_column(col, no_wrap=True)
+
+def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
+    rows = []
     for s in plan.stages:
         gpu = s.gpus_per_node > 0
         mem = "-" if s.est_memory_gib is None else f"{s.est_memory_gib:g} / {s.gpu_memory_gib:g}"
         if s.est_memory_gib and s.gpu_memory_gib and s.est_memory_gib > 0.9 * s.gpu_memory_gib:
             mem = f"[yellow]{mem}[/]"
-        table.add_row(
-            text(s.name), text(",".join(s.depends_on) or "-"), f"{s.nodes}×{s.gpus_per_node}" if gpu else "cpu",
+        rows.append((
+            text(s.name), text(", ".join(s.depends_on) or "-"), f"{s.nodes}×{s.gpus_per_node}" if gpu else "cpu",
             f"{s.tp}/{s.pp}/{s.cp}/{s.dp}" if gpu else "-",
             f"{s.micro_batch_size}/{s.global_batch_size} ×{s.grad_accum}" if s.global_batch_size else "-",
             _engine(s) if gpu else "-", str(s.steps) if s.steps is not None else "-",
             _tokens(s.tokens), mem, text(s.partition or "-"), text(s.container or "none"), text(s.time_limit),
-            _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-")
+            _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-"))
     out = console()
-    out.print(table)
+    out.print(_fitted(out, PLAN_COLUMNS, rows, wide, title_justify="left",
+                     title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
+                                f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model})")))
     for s in plan.stages:
         out.print(f"  [bold]{text(s.name)}[/]: {text(s.why)}")
     data = plan.to_json()
@@ -102,16 +151,11 @@ def _engine(s: Any) -> str:
 
 
 def submission_table(run: Any, record: Any, dry_run: bool) -> None:
-    from rich.table import Table
-
     out = console()
     out.print(f"run [bold]{text(run.id)}[/]" + (" (dry run: nothing submitted)" if dry_run else ""))
-    table = Table()
-    table.add_column("stage")
-    table.add_column("job id" if not dry_run else "script")
-    for name, stage in record.stages.items():
-        table.add_row(text(name), text(run.layout.script(name) if dry_run else (stage.job_id or "-")))
-    out.print(table)
+    rows = [(text(name), text(run.layout.script(name) if dry_run else (stage.job_id or "-")))
+            for name, stage in record.stages.items()]
+    out.print(_fitted(out, (_Col("stage"), _Col("script" if dry_run else "job id", fold=20)), rows))
     out.print(f"run directory: {text(run.dir)}")
     if record.rendered_for:
         out.print(f"job_dir does not exist on this machine, so nothing was created there: the dry run is written "
@@ -146,23 +190,23 @@ def _exit(s: Any) -> str:
     return f"{s.exit_code} ({s.signal})" if s.signal else str(s.exit_code)
 
 
-def status_table(report: Any) -> None:
-    from rich.table import Table
+STATUS_COLUMNS = (_Col("stage"), _Col("state"), _Col("job"), _Col("reason", 3, fold=12), _Col("elapsed/limit"),
+                  _Col("est", 5), _Col("nodes", 6, fold=12), _Col("exit", 2), _Col("progress", 1),
+                  _Col("loss (train/val)", 4), _Col("ETA"))
 
-    out = console()
-    table = Table(title=f"run {text(report.run_id)}: {styled(report.overall)}  ({time.strftime('%H:%M:%S')})",
-                  title_justify="left")
-    for col in ("stage", "state", "job", "reason", "elapsed/limit", "est", "nodes", "exit", "progress",
-                "loss (train/val)", "ETA"):
-        table.add_column(col)
+
+def status_table(report: Any, wide: bool = False) -> None:
+    rows = []
     for s in report.stages:
         progress = f"{s.step}/{s.total_steps}" if s.step is not None else "-"
         losses = "/".join("-" if v is None else f"{v:.3f}" for v in (s.train_loss, s.val_loss))
-        table.add_row(text(s.name), styled(s.state), text(s.job_id or "-"), text(s.reason or "-", 80),
-                      f"{_duration(s.elapsed_s)}/{text(s.time_limit or '-')}", _duration(s.est_s),
-                      text(s.nodes or "-"), _exit(s), progress, losses if s.step is not None else "-",
-                      _duration(s.eta_s))
-    out.print(table)
+        rows.append((text(s.name), styled(s.state), text(s.job_id or "-"), text(s.reason or "-", 80),
+                     f"{_duration(s.elapsed_s)}/{text(s.time_limit or '-')}", _duration(s.est_s),
+                     text(s.nodes or "-"), _exit(s), progress, losses if s.step is not None else "-",
+                     _duration(s.eta_s)))
+    out = console()
+    out.print(_fitted(out, STATUS_COLUMNS, rows, wide, title_justify="left",
+                     title=f"run {text(report.run_id)}: {styled(report.overall)}  ({time.strftime('%H:%M:%S')})"))
     totals = report.totals or {}
     if totals.get("gpu_hours") is not None:
         wall = (f"wall {_duration(totals['wall_s'])} (planned {_duration(totals.get('est_wall_s'))}), "
@@ -190,63 +234,57 @@ def report_markdown(markdown: str) -> None:
 
 def timing_table(report: Any) -> None:
     """Plan vs actual: each stage's estimated and measured wall time and GPU-hours, and the run's totals."""
-    from rich.table import Table
-
-    table = Table(title="plan vs actual", title_justify="left")
-    for col in ("stage", "state", "wall est", "wall actual", "GPU·h est", "GPU·h actual"):
-        table.add_column(col)
 
     def hours(value: Any) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    for s in report.stages:
-        table.add_row(text(s.name), styled(s.state), _duration(s.est_s), _duration(s.elapsed_s),
-                      hours(s.est_gpu_hours), hours(s.gpu_hours))
+    rows = [(text(s.name), styled(s.state), _duration(s.est_s), _duration(s.elapsed_s), hours(s.est_gpu_hours),
+             hours(s.gpu_hours)) for s in report.stages]
     totals = report.totals or {}
-    table.add_row("[bold]run[/]", styled(report.overall), _duration(totals.get("est_wall_s")),
-                  _duration(totals.get("wall_s")), hours(totals.get("est_gpu_hours")), hours(totals.get("gpu_hours")))
-    console().print(table)
+    rows.append(("[bold]run[/]", styled(report.overall), _duration(totals.get("est_wall_s")),
+                 _duration(totals.get("wall_s")), hours(totals.get("est_gpu_hours")), hours(totals.get("gpu_hours"))))
+    out = console()
+    # Two-line headers keep all six columns within 80 characters.
+    cols = (_Col("stage"), _Col("state"), _Col("wall\nest"), _Col("wall\nactual"), _Col("GPU·h\nest"),
+            _Col("GPU·h\nactual"))
+    out.print(_fitted(out, cols, rows, title="plan vs actual", title_justify="left"))
 
 
-def runs_table(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
+RUNS_COLUMNS = (_Col("run"), _Col("state", fold=13), _Col("executor", 4), _Col("created", 1), _Col("stages", 3),
+                _Col("directory", 2, fold=20))
 
-    table = Table(title="runs, newest first", title_justify="left")
-    for col in ("run", "state", "executor", "created", "stages", "directory"):
-        table.add_column(col)
+
+def runs_table(rows: list[dict[str, Any]], wide: bool = False) -> None:
+    cells = []
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])) if row["created_at"] else "-"
-        state = styled(row["state"]) if not row.get("error") else f"[red]UNREADABLE[/] {text(row['error'], 120)}"
-        table.add_row(text(row["run_id"]), state, text(row["executor"] or "-"), created,
-                      text(row["stages"]), text(row["dir"]))
-    console().print(table)
+        state = styled(row["state"]) if row["state"] else "[red]UNREADABLE[/]"
+        if row.get("error"):  # why the run cannot be read, or why its state is UNKNOWN (Slurm did not answer)
+            state += f" {text(row['error'], 120)}"
+        cells.append((text(row["run_id"]), state, text(row["executor"] or "-"), created,
+                      text("-" if row["stages"] is None else row["stages"]),
+                      text(row["dir"])))
+    out = console()
+    out.print(_fitted(out, RUNS_COLUMNS, cells, wide, title="runs, newest first", title_justify="left"))
 
 
 def checks_table(source: str, checks: list[Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"checks for {text(source)}", title_justify="left")
-    for col in ("check", "result", "detail"):
-        table.add_column(col)
     style = {"ok": "green", "warn": "yellow", "FAIL": "red"}
-    for check in checks:
-        table.add_row(text(check.name), f"[{style[check.result]}]{check.result}[/]", text(check.detail))
-    console().print(table)
+    rows = [(text(check.name), f"[{style[check.result]}]{check.result}[/]", text(check.detail)) for check in checks]
+    out = console()
+    out.print(_fitted(out, (_Col("check"), _Col("result"), _Col("detail", fold=20)), rows,
+                     title=f"checks for {text(source)}", title_justify="left"))
 
 
 def calibration_table(rows: list[dict[str, Any]]) -> None:
     """`minitron calibrate`: how many stage times each run added to the planner's store."""
-    from rich.table import Table
-
+    out = console()
     if not rows:
-        console().print("no finished run has stage times the calibration store lacks")
+        out.print("no finished run has stage times the calibration store lacks")
         return
-    table = Table(title="stage times recorded for calibration", title_justify="left")
-    for col in ("run", "state", "recorded"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(text(row["run_id"]), styled(row["state"]), str(row["recorded"]))
-    console().print(table)
+    cells = [(text(row["run_id"]), styled(row["state"]), str(row["recorded"])) for row in rows]
+    out.print(_fitted(out, (_Col("run"), _Col("state"), _Col("recorded")), cells,
+                     title="stage times recorded for calibration", title_justify="left"))
 
 
 def profiles_table(rows: list[dict[str, Any]]) -> None:

@@ -31,6 +31,25 @@ IMAGE_REF = re.compile(
     rf"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?:(?P<registry>[A-Za-z0-9.-]+(?::\d+)?)#)?"
     rf"(?P<name>{_NAME}(?:/{_NAME})*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?"
     rf"(?:@(?P<digest>sha256:[0-9a-f]{{64}}))?$")
+_SIZES = "the plan sizes each stage; set nodes, gpus_per_node, gpu_request, cpus_per_node, mem_per_node or exclusive"
+_LOGS = "remove it; `minitron logs` and status read the launcher's one log per stage"
+# The sbatch options the launcher sets for every stage, in its script (rendering/templates/slurm_stage.sh.j2) or
+# on sbatch's command line (backends/slurm.py), and what a profile does instead. sbatch keeps the last of a
+# repeated option, so one in sbatch_args would silently replace the launcher's. --comment is merged instead.
+LAUNCHER_SBATCH = {
+    **dict.fromkeys(("nodes", "ntasks", "ntasks-per-node", "gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket",
+                     "gres", "cpus-per-task", "cpus-per-gpu", "mem", "mem-per-cpu", "mem-per-gpu", "exclusive",
+                     "oversubscribe"), _SIZES),
+    "time": "set timeouts or default_time, or a recipe stage's time_limit",
+    "partition": "set partition or cpu_partition",
+    "account": "set account",
+    "qos": "set qos",
+    **dict.fromkeys(("requeue", "no-requeue", "signal"), "set signal_lead_s or max_continuations"),
+    **dict.fromkeys(("output", "error", "open-mode"), _LOGS),
+    **dict.fromkeys(("job-name", "dependency", "kill-on-invalid-dep", "parsable", "array", "wrap"),
+                    "remove it; the launcher names, chains and tracks one job per stage"),
+    "export": "remove it; stages get env_vars, and the names listed there from the submitting shell",
+}
 
 
 def _check_absolute(value: str) -> str | None:
@@ -112,7 +131,8 @@ class ClusterProfile:
     mpi: Literal["pmix", "pmi2", "none"] = "pmix"
     gpu_request: Literal["gpus-per-node", "gres"] = "gpus-per-node"
     exclusive: bool = True
-    sbatch_args: list[str] = field([], doc="extra --flag=value lines for #SBATCH")
+    sbatch_args: list[str] = field([], doc="extra --flag=value lines for #SBATCH, none the launcher sets itself "
+                                           "(LAUNCHER_SBATCH); a --comment is appended to the launcher's tag")
     srun_args: list[str] = field([], doc="extra srun flags")
     setup: list[str] = field([], max_len=4096, max_items=256,
                              doc="shell lines run before the stage command (module load, ...)")
@@ -140,6 +160,12 @@ class ClusterProfile:
 
     def env_passthrough(self) -> list[str]:
         return [item for item in self.env_vars if "=" not in item]
+
+    def sbatch_extras(self) -> tuple[list[str], list[str]]:
+        """(the --comment values, the other options) of sbatch_args: the script appends the first to the
+        launcher's own comment tag and writes the others after the launcher's options."""
+        comments = [arg.partition("=")[2] for arg in self.sbatch_args if arg.startswith("--comment=")]
+        return comments, [arg for arg in self.sbatch_args if not arg.startswith("--comment=")]
 
     def time_limit_minutes(self, partition: str | None) -> int | None:
         limit = self.timeouts.get(partition or "")
@@ -245,6 +271,9 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
         problem = check_directive(arg[2:])
         if problem:
             raise src.error(f"sbatch_args[{index}]", problem)
+        owned = _launcher_option(arg)
+        if owned:
+            raise src.error(f"sbatch_args[{index}]", *owned)
     for partition in profile.timeouts:
         problem = check_directive(partition)
         if problem:
@@ -256,6 +285,22 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
                             f"partition's limit {profile.timeouts[profile.partition]}")
     if executor.uses_partitions and profile.gpus_per_node > 0 and not profile.partition:
         raise src.error("partition", "a Slurm profile with GPUs needs a partition")
+
+
+def _launcher_option(arg: str) -> tuple[str, str] | None:
+    """(why, the fix) when `--flag[=value]` sets an option the launcher sets itself, or abbreviates one (sbatch
+    takes any unambiguous prefix: --part); a --comment needs a value, which the launcher appends to its own."""
+    flag, _, value = arg[2:].partition("=")
+    if flag == "comment":
+        return None if value else ("--comment needs a value", "--comment=TEXT, appended to the launcher's tag")
+    owned = flag if flag in LAUNCHER_SBATCH else next((n for n in [*LAUNCHER_SBATCH, "comment"] if n.startswith(flag)),
+                                                      None)
+    if owned is None:
+        return None
+    shown_flag = f"--{flag}" + ("" if owned == flag else f" (short for --{owned})")
+    fix = LAUNCHER_SBATCH.get(owned, "write --comment=TEXT in full; the launcher appends it to its own tag")
+    return (f"{shown_flag} is an option the launcher sets for every stage, and sbatch keeps the last one given, "
+            f"so it would replace the launcher's", fix)
 
 
 def _validate_env(profile: ClusterProfile, src: Located) -> None:

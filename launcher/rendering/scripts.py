@@ -98,12 +98,15 @@ def node_share(profile: ClusterProfile, stage: StagePlan) -> tuple[bool, int | N
 
 def render_slurm_script(run_id: str, run_dir: str, profile: ClusterProfile, stage: StagePlan,
                         stages: Sequence[StagePlan] = ()) -> str:
-    """The stage's sbatch script; `stages` (the run's) make its job name differ from theirs in squeue."""
+    """The stage's sbatch script; `stages` (the run's) make its job name differ from theirs in squeue. Its
+    --comment is the launcher's tag `minitron:RUN:STAGE`, then the profile's comments after commas."""
     layout = RunLayout(run_dir)
     exclusive, cpus, memory = node_share(profile, stage)
     names = job_names(run_id, stages or [stage])
+    comments, sbatch_args = profile.sbatch_extras()
     return _environment().get_template("slurm_stage.sh.j2").render(
         **_common_context(run_id, layout, profile, stage), job_name=names[stage.name],
+        comment=",".join([f"minitron:{run_id}:{stage.name}", *comments]), sbatch_args=sbatch_args,
         log_pattern=layout.slurm_log_pattern(stage.name), exclusive=exclusive, memory=memory,
         tasks_per_node=stage.gpus_per_node or 1, cpus_per_task=cpus)
 

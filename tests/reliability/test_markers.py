@@ -29,7 +29,7 @@ EXPECTED = {  # stage → (state, exit code)
 }
 
 
-def _forgotten_run(sandbox, env):
+def forgotten_run(sandbox, env):
     """A run whose jobs all ended long ago, described only by its markers."""
     info = sandbox.dry_run(env)
     run = open_run(info["run_dir"])
@@ -73,7 +73,7 @@ def _check(stages: dict) -> None:
 
 
 def test_markers_alone_give_each_stage_its_state(sandbox):
-    run = _forgotten_run(sandbox, sandbox.env)
+    run = forgotten_run(sandbox, sandbox.env)
     report = run_report(run, run.load_record(), QueryResult())
     _check({s.name: s.__dict__ for s in report.stages})
     assert report.overall == "FAILED"
@@ -83,7 +83,9 @@ def test_markers_alone_give_each_stage_its_state(sandbox):
     assert distill.exception == "ValueError: rank 3 had a bad shard" and distill.exit_source == "task"
 
 
-def test_status_cli_when_slurm_remembers_nothing(sandbox):
+def forgetful_slurm(sandbox) -> dict[str, str]:
+    """The sandbox's environment with Slurm clients that know no job (squeue: invalid job id; sacct:
+    accounting disabled; the jobcomp log empty)."""
     bin_dir = sandbox.root / "forgetful-slurm"
     bin_dir.mkdir()
     (bin_dir / "squeue").write_text('#!/bin/sh\necho "slurm_load_jobs error: Invalid job id specified" >&2\nexit 1\n')
@@ -93,7 +95,12 @@ def test_status_cli_when_slurm_remembers_nothing(sandbox):
         path.chmod(0o755)
     env = dict(sandbox.env)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    run = _forgotten_run(sandbox, env)
+    return env
+
+
+def test_status_cli_when_slurm_remembers_nothing(sandbox):
+    env = forgetful_slurm(sandbox)
+    run = forgotten_run(sandbox, env)
     before = Path(run.layout.state).read_bytes()
     proc = run_cli("status", run.id, "--json", env=env)
     assert proc.returncode == 4, proc.stderr  # a stage failed

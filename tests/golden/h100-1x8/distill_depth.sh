@@ -22,7 +22,7 @@
 
 set -uo pipefail
 
-# Values are single-quoted: nothing in them is expanded by the shell.
+# Values are shell-quoted (in single quotes where they need any): nothing in them is expanded by the shell.
 export MINITRON_RUN_DIR=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
 export MINITRON_STAGE=distill_depth
 export NCCL_NVLS_ENABLE=0

@@ -4,7 +4,7 @@
 # plan: 1 node(s) x 0 GPU(s)
 # why: CPU only: tokenise with 32 workers into Megatron .bin/.idx
 #SBATCH --job-name=data.minitron-8b-wikitext-20260101-000000-abcd
-#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:data
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:data,llm-pruning
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=32
@@ -15,11 +15,10 @@
 #SBATCH --output=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/data-%j.out
 #SBATCH --open-mode=append
 #SBATCH --no-requeue
-#SBATCH --comment=minitron
 
 set -uo pipefail
 
-# Values are single-quoted: nothing in them is expanded by the shell.
+# Values are shell-quoted (in single quotes where they need any): nothing in them is expanded by the shell.
 export MINITRON_RUN_DIR=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
 export MINITRON_STAGE=data
 export HF_HOME=/hf-cache

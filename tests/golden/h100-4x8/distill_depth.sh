@@ -4,7 +4,7 @@
 # plan: 4 node(s) x 8 GPU(s), TP=1 PP=2 CP=1 DP=16, MBS=1 GBS=128, 30 steps
 # why: TP=1 PP=2 MBS=1: 57.0 of 80 GiB; TP=1 PP=1 MBS=4 needs 209.6 GiB and TP=1 PP=2 MBS=2 needs 88.2 GiB of 72.0 usable; DP=16, 8 accumulation step(s)
 #SBATCH --job-name=kd-depth.minitron-8b-wikitext-20260101-000000-abcd
-#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:distill_depth
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:distill_depth,llm-pruning
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -19,11 +19,10 @@
 #SBATCH --open-mode=append
 #SBATCH --requeue
 #SBATCH --signal=USR1@300
-#SBATCH --comment=minitron
 
 set -uo pipefail
 
-# Values are single-quoted: nothing in them is expanded by the shell.
+# Values are shell-quoted (in single quotes where they need any): nothing in them is expanded by the shell.
 export MINITRON_RUN_DIR=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
 export MINITRON_STAGE=distill_depth
 export HF_HOME=/hf-cache

@@ -4,7 +4,7 @@
 # plan: 1 node(s) x 1 GPU(s), TP=1 PP=1 CP=1 DP=1
 # why: convert 15.0 GiB of bf16 weights from hf://meta-llama/Llama-3.1-8B
 #SBATCH --job-name=import.minitron-8b-wikitext-20260101-000000-abcd
-#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:import
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:import,llm-pruning
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=1
@@ -16,11 +16,10 @@
 #SBATCH --output=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/import-%j.out
 #SBATCH --open-mode=append
 #SBATCH --no-requeue
-#SBATCH --comment=minitron
 
 set -uo pipefail
 
-# Values are single-quoted: nothing in them is expanded by the shell.
+# Values are shell-quoted (in single quotes where they need any): nothing in them is expanded by the shell.
 export MINITRON_RUN_DIR=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
 export MINITRON_STAGE=import
 export HF_HOME=/hf-cache

@@ -4,7 +4,7 @@
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=8 CP=1 DP=1, MBS=4 GBS=4
 # why: TP=1 PP=8: pruning needs TP=1; drop layers 16-31; no calibration
 #SBATCH --job-name=pr-depth.minitron-8b-wikitext-20260101-000000-abcd
-#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_depth
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_depth,llm-pruning
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -18,11 +18,10 @@
 #SBATCH --output=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/prune_depth-%j.out
 #SBATCH --open-mode=append
 #SBATCH --no-requeue
-#SBATCH --comment=minitron
 
 set -uo pipefail
 
-# Values are single-quoted: nothing in them is expanded by the shell.
+# Values are shell-quoted (in single quotes where they need any): nothing in them is expanded by the shell.
 export MINITRON_RUN_DIR=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
 export MINITRON_STAGE=prune_depth
 export HF_HOME=/hf-cache

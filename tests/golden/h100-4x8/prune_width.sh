@@ -4,7 +4,7 @@
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=8 CP=1 DP=1, MBS=4 GBS=4, 256 steps
 # why: TP=1 PP=8: pruning needs TP=1; ffn_hidden_size=9216, hidden_size=3072; 1024 calibration samples at batch 4
 #SBATCH --job-name=pr-width.minitron-8b-wikitext-20260101-000000-abcd
-#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_width
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_width,llm-pruning
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -18,11 +18,10 @@
 #SBATCH --output=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/prune_width-%j.out
 #SBATCH --open-mode=append
 #SBATCH --no-requeue
-#SBATCH --comment=minitron
 
 set -uo pipefail
 
-# Values are single-quoted: nothing in them is expanded by the shell.
+# Values are shell-quoted (in single quotes where they need any): nothing in them is expanded by the shell.
 export MINITRON_RUN_DIR=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
 export MINITRON_STAGE=prune_width
 export HF_HOME=/hf-cache

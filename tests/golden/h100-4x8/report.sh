@@ -4,7 +4,7 @@
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=1 CP=1 DP=8, MBS=4 GBS=128
 # why: TP=1 PP=1 DP=8 MBS=4: validation loss of 6 models on 5 batches of 128, then plots from the trainers' TensorBoard logs
 #SBATCH --job-name=report.minitron-8b-wikitext-20260101-000000-abcd
-#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:report
+#SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:report,llm-pruning
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -18,11 +18,10 @@
 #SBATCH --output=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/report-%j.out
 #SBATCH --open-mode=append
 #SBATCH --no-requeue
-#SBATCH --comment=minitron
 
 set -uo pipefail
 
-# Values are single-quoted: nothing in them is expanded by the shell.
+# Values are shell-quoted (in single quotes where they need any): nothing in them is expanded by the shell.
 export MINITRON_RUN_DIR=/lustre/fsw/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd
 export MINITRON_STAGE=report
 export HF_HOME=/hf-cache
