@@ -289,36 +289,35 @@ def calibration_table(rows: list[dict[str, Any]]) -> None:
 
 def profiles_table(rows: list[dict[str, Any]]) -> None:
     """`minitron profiles`: one line per bundled profile; one that does not load shows why."""
-    from rich.table import Table
-
-    table = Table(title="bundled cluster profiles (--profile NAME; minitron profiles show NAME)", title_justify="left")
-    for col in ("name", "executor", "nodes×GPUs", "GPU", "partition", "container"):
-        table.add_column(col)
+    out = console()
+    cells = []
     for row in rows:
         if row.get("error"):
-            table.add_row(text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "", "", "", "")
+            cells.append((text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "-", "-", "-", "-"))
             continue
-        table.add_row(text(row["name"]), text(row["executor"]), f"{row['nodes']}×{row['gpus_per_node']}",
-                      text(row["gpu_model"]), text(row["partition"] or "-"), text(row["container"] or "none"))
-    console().print(table)
+        cells.append((text(row["name"]), text(row["executor"]), f"{row['nodes']}×{row['gpus_per_node']}",
+                      text(row["gpu_model"]), text(row["partition"] or "-"), text(row["container"] or "none")))
+    cols = (_Col("name"), _Col("executor", fold=8), _Col("nodes×\nGPUs", fold=6), _Col("GPU", fold=9),
+            _Col("partition", fold=9), _Col("container", fold=15))
+    out.print(_fitted(out, cols, cells, title="bundled cluster profiles (--profile NAME; minitron profiles show NAME)",
+                      title_justify="left"))
 
 
 def recipes_table(rows: list[dict[str, Any]]) -> None:
     """`minitron recipes`: one line per bundled recipe, its stages and training steps."""
-    from rich.table import Table
-
-    table = Table(title="bundled recipes (--recipe NAME; minitron recipes show NAME)", title_justify="left")
-    for col in ("name", "stages", "steps", "description"):
-        table.add_column(col)
+    out = console()
+    cells = []
     for row in rows:
         if row.get("error"):
-            table.add_row(text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "", "")
+            cells.append((text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "-", "-"))
             continue
         steps = ", ".join(f"{t['stage']} {t['steps']}" if t["steps"] is not None
                           else f"{t['stage']} {t['tokens']:g} tokens" for t in row["training"])
-        table.add_row(text(row["name"]), text(", ".join(row["stages"])), text(steps or "-"),
-                      text(row["description"], 200))
-    console().print(table)
+        cells.append((text(row["name"]), text(", ".join(row["stages"])), text(steps or "-"),
+                       text(row["description"], 200)))
+    cols = (_Col("name"), _Col("stages", fold=16), _Col("steps", fold=16), _Col("description", fold=16))
+    out.print(_fitted(out, cols, cells, title="bundled recipes (--recipe NAME; minitron recipes show NAME)",
+                      title_justify="left"))
 
 
 def yaml_text(content: str) -> None:
@@ -330,13 +329,10 @@ def yaml_text(content: str) -> None:
 
 def cluster_table(facts: Any) -> None:
     """`minitron init`: the partitions as Slurm described them."""
-    from rich.table import Table
-
-    table = Table(title=f"partitions of {text(facts.source)}", title_justify="left")
-    for col in ("partition", "default", "nodes", "GPUs/node", "GRES type", "CPUs", "memory MB", "MaxTime"):
-        table.add_column(col)
-    for p in facts.partitions.values():
-        table.add_row(text(p.name), "yes" if p.default else "", str(p.nodes), str(p.gpus_per_node),
-                      text(",".join(p.gpu_types) or "-"), text(p.cpus or "-"), text(p.memory_mb or "-"),
-                      text(p.time_limit or "unlimited"))
-    console().print(table)
+    out = console()
+    cells = [(text(p.name), "yes" if p.default else "", str(p.nodes), str(p.gpus_per_node),
+              text(",".join(p.gpu_types) or "-"), text(p.cpus or "-"), text(p.memory_mb or "-"),
+              text(p.time_limit or "unlimited")) for p in facts.partitions.values()]
+    cols = (_Col("partition"), _Col("default", fold=3), _Col("nodes", fold=5), _Col("GPUs/\nnode", fold=5),
+            _Col("GRES\ntype", fold=5), _Col("CPUs", fold=4), _Col("memory\nMB", fold=7), _Col("MaxTime", fold=10))
+    out.print(_fitted(out, cols, cells, title=f"partitions of {text(facts.source)}", title_justify="left"))
