@@ -18,8 +18,10 @@ from launcher.config.recipe import load_recipe
 from launcher.config.yamlfile import Located
 
 
-def profile_of(nodes, gpus, memory, executor="slurm"):
-    data = {"executor": executor, "nodes": nodes, "gpus_per_node": gpus, "gpu": {"model": "H100", "memory_gib": memory},
+def profile_of(nodes, gpus, memory, executor="slurm", gpu=None):
+    """GPUs of any memory size: a model the planner does not know, at an H100's throughput."""
+    gpu = gpu or {"model": "test-gpu", "memory_gib": memory, "achievable_tflops": mm.achievable_tflops("H100", None)}
+    data = {"executor": executor, "nodes": nodes, "gpus_per_node": gpus, "gpu": gpu,
             "partition": "gpu", "cpu_partition": "cpu", "job_dir": "/shared/runs", "container": "none"}
     return profile_from_located(Located(data=data, file="generated.yaml"), "generated.yaml")
 
@@ -435,3 +437,10 @@ def test_precision_is_the_recipes_on_gpus_and_full_on_the_cpu():
     plan = {s.name: s for s in make_plan(profile_of(1, 1, 80, "local"), recipe).stages}
     assert plan["finetune"].precision == "16-mixed" and plan["distill_width"].precision == "bf16-mixed"
     assert not plan["import"].uses_gpus and plan["import"].precision == "32"  # the old jobs' CPU default too
+
+
+def test_the_test_gpu_plans_as_an_h100_does():
+    """profile_of's unknown GPU with an H100's throughput stands in for one (its memory is free to vary)."""
+    h100 = make_plan(profile_of(1, 8, 80, gpu={"model": "H100-80GB", "memory_gib": 80}), load_recipe())
+    assert [s.est_hours for s in make_plan(profile_of(1, 8, 80), load_recipe()).stages] == \
+        [s.est_hours for s in h100.stages]

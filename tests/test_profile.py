@@ -79,3 +79,26 @@ def test_job_dir_expands_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCH", str(tmp_path))
     path = write_profile(tmp_path / "p.yaml", job_dir="$SCRATCH/runs")
     assert load_profile(path).job_dir == f"{tmp_path}/runs"
+
+
+@pytest.mark.parametrize("gpu", [
+    {"model": "H100-80GB", "memory_gib": 80}, {"model": "NVIDIA H100 80GB HBM3", "memory_gib": 79.1},  # torch's GiB
+    {"model": "H100", "memory_gib": 94}, {"model": "H200", "memory_gib": 139}, {"model": "GH200", "memory_gib": 96},
+    {"model": "A100-SXM4-40GB", "memory_gib": 39.4}, {"model": "L40S", "memory_gib": 44.4},
+    {"model": "A10G", "memory_gib": 22.5}, {"model": "RTX-4090", "memory_gib": 24, "achievable_tflops": 80},
+])
+def test_a_known_gpu_of_its_own_size_or_a_gpu_with_its_throughput_loads(tmp_path, gpu):
+    assert load_profile(write_profile(tmp_path / "p.yaml", gpu=gpu)).gpu.memory_gib == gpu["memory_gib"]
+
+
+@pytest.mark.parametrize("gpu, key, says", [
+    ({"model": "L4", "memory_gib": 24}, "gpu.model", "known: GB200, B200, GH200, H200, H100, A100, L40, A10, V100"),
+    ({"model": "A100-80GB", "memory_gib": 40}, "gpu.memory_gib",
+     "'A100-80GB' has 80 GB (write memory_gib: 80, or model: A100-40GB if that is the card)"),
+    ({"model": "H100", "memory_gib": 40}, "gpu.memory_gib", "H100 cards have 80 or 94 GB (write memory_gib: 80)"),
+    ({"model": "H100-80GB", "memory_gib": 70}, "gpu.memory_gib", "70 GiB does not match"),  # below 0.9 × 80
+])
+def test_an_unknown_gpu_or_a_memory_the_model_does_not_have_is_refused(tmp_path, gpu, key, says):
+    with pytest.raises(UserError) as info:
+        load_profile(write_profile(tmp_path / "p.yaml", gpu=gpu))
+    assert info.value.key == key and info.value.line and says in str(info.value), str(info.value)

@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 from ..core import bundled
 from ..core.errors import did_you_mean
+from . import gpus
 from .executors import traits
 from .schema import build, field
 from .values import check_directive, check_time, parse_time_minutes
@@ -78,10 +79,11 @@ def normalize_image(ref: str) -> str:
 
 @dataclass
 class GpuSpec:
-    model: str = field(doc="GPU model, e.g. H100-80GB; picks the throughput model's default")
-    memory_gib: float = field(min=8, check=_check_gpu_memory, doc="memory of one GPU in GiB")
+    model: str = field(doc="GPU model, e.g. H100-80GB: a family config/gpus.py knows, or give achievable_tflops")
+    memory_gib: float = field(min=8, check=_check_gpu_memory, doc="memory of one GPU in GiB; must fit the model")
     achievable_tflops: Optional[float] = field(None, min=1, max=10000,
-                                               doc="bf16 model TFLOP/s one GPU sustains in training")
+                                               doc="bf16 model TFLOP/s one GPU sustains in training; "
+                                                   "default: the model's family")
 
 
 @dataclass
@@ -239,6 +241,7 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
                             f"{shown(job_dir)} (or part of it) inside the container; job_dir is mounted at its "
                             f"own path, so mount elsewhere")
     _validate_env(profile, src)
+    _validate_gpu(profile.gpu, src)
     for index, arg in enumerate(profile.sbatch_args):
         if not re.match(r"--[a-z][a-z0-9-]*(=|$)", arg) or "\n" in arg:
             raise src.error(f"sbatch_args[{index}]", f"expected one --flag[=value], got {shown(arg)}")
@@ -284,6 +287,18 @@ def _validate_env(profile: ClusterProfile, src: Located) -> None:
         if not ENV_NAME.match(name) or looks_like_token(name):
             raise src.error(f"required_env_vars[{index}]", f"{_shown_name(name)} is not a valid environment variable "
                             f"name")
+
+
+def _validate_gpu(gpu: GpuSpec, src: Located) -> None:
+    """The planner's throughput and memory come from here: an unknown GPU needs its throughput given
+    (a guess would make every time estimate wrong), and its memory must be a size that model has."""
+    if gpus.family(gpu.model) is None and gpu.achievable_tflops is None:
+        raise src.error("gpu.model", f"{shown(gpu.model)} is not a GPU model the planner knows (known: "
+                        f"{gpus.known_names()})", "name one of them, or give gpu.achievable_tflops: the bf16 "
+                        "TFLOP/s one GPU sustains in training")
+    problem = gpus.memory_problem(gpu.model, gpu.memory_gib)
+    if problem:
+        raise src.error("gpu.memory_gib", *problem)
 
 
 def _shown_name(name: str) -> str:
