@@ -102,3 +102,17 @@ def test_an_unknown_gpu_or_a_memory_the_model_does_not_have_is_refused(tmp_path,
     with pytest.raises(UserError) as info:
         load_profile(write_profile(tmp_path / "p.yaml", gpu=gpu))
     assert info.value.key == key and info.value.line and says in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("value, fix", [("500GiB", "write 500G"), ("1.5T", "write 1536G"), ("0.5 GB", "write 512M"),
+                                        ("512000MB", "write 512000M"), ("lots", "for example 480G"),
+                                        ("2000T", "at most 1024T")])
+def test_memory_is_refused_in_units_slurm_does_not_take(tmp_path, value, fix):
+    with pytest.raises(UserError) as info:
+        load_profile(write_profile(tmp_path / "p.yaml", mem_per_node=value))
+    assert info.value.key == "mem_per_node" and fix in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "500", "480G", "480g", "512000M", "2T", "64000K"])
+def test_memory_in_slurm_s_units_loads(tmp_path, value):
+    assert load_profile(write_profile(tmp_path / "p.yaml", mem_per_node=value)).mem_per_node == value

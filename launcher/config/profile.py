@@ -13,7 +13,7 @@ from ..core.errors import did_you_mean
 from . import gpus
 from .executors import traits
 from .schema import build, field
-from .values import check_directive, check_time, parse_time_minutes
+from .values import MEMORY_FLAGS, check_directive, check_memory, check_time, parse_time_minutes
 from .yamlfile import (Located, control_problem, load_yaml_file, looks_like_token, looks_secret,
                        resolve_named_file, shown)
 
@@ -94,7 +94,7 @@ class ClusterProfile:
     gpu: GpuSpec
     job_dir: str = field(doc="run directories are created here; $VARS are expanded")
     cpus_per_node: int = field(0, min=0, max=4096, doc="0: let Slurm decide")
-    mem_per_node: str = field("0", check=check_directive, doc="sbatch --mem; 0 = all of it")
+    mem_per_node: str = field("0", check=check_memory, doc="sbatch --mem: N[K|M|G|T], M if none; 0 = all of it")
     partition: Optional[str] = field(None, check=check_directive)
     cpu_partition: Optional[str] = field(None, check=check_directive,
                                          doc="CPU-only stages go here; default: partition")
@@ -245,7 +245,8 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
     for index, arg in enumerate(profile.sbatch_args):
         if not re.match(r"--[a-z][a-z0-9-]*(=|$)", arg) or "\n" in arg:
             raise src.error(f"sbatch_args[{index}]", f"expected one --flag[=value], got {shown(arg)}")
-        problem = check_directive(arg[2:])
+        flag, _, value = arg[2:].partition("=")
+        problem = check_memory(value) if flag in MEMORY_FLAGS else check_directive(arg[2:])
         if problem:
             raise src.error(f"sbatch_args[{index}]", problem)
     for partition in profile.timeouts:
