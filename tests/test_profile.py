@@ -116,3 +116,14 @@ def test_memory_is_refused_in_units_slurm_does_not_take(tmp_path, value, fix):
 @pytest.mark.parametrize("value", ["0", "500", "480G", "480g", "512000M", "2T", "64000K"])
 def test_memory_in_slurm_s_units_loads(tmp_path, value):
     assert load_profile(write_profile(tmp_path / "p.yaml", mem_per_node=value)).mem_per_node == value
+
+
+def test_hf_home_under_job_dir_or_a_mount_loads_and_without_a_container_is_not_checked(tmp_path):
+    job_dir = tmp_path / "jobdir"
+    for extra in ({"env_vars": [f"HF_HOME={job_dir}/hf"]},
+                  {"env_vars": ["HF_HOME=/cache/hf"], "mounts": ["/lustre/cache:/cache"]},
+                  {"env_vars": ["HF_HOME=/cache/hf"], "container": "none"}):
+        load_profile(write_profile(tmp_path / "p.yaml", **extra))
+    with pytest.raises(UserError, match="under no path the container mounts"):
+        load_profile(write_profile(tmp_path / "p.yaml", env_vars=["HF_HOME=/cache-2/hf"],
+                                   mounts=["/lustre/cache:/cache"]))

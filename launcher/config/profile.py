@@ -241,6 +241,7 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
                             f"{shown(job_dir)} (or part of it) inside the container; job_dir is mounted at its "
                             f"own path, so mount elsewhere")
     _validate_env(profile, src)
+    _check_hf_home(profile, src)
     _validate_gpu(profile.gpu, src)
     for index, arg in enumerate(profile.sbatch_args):
         if not re.match(r"--[a-z][a-z0-9-]*(=|$)", arg) or "\n" in arg:
@@ -288,6 +289,22 @@ def _validate_env(profile: ClusterProfile, src: Located) -> None:
         if not ENV_NAME.match(name) or looks_like_token(name):
             raise src.error(f"required_env_vars[{index}]", f"{_shown_name(name)} is not a valid environment variable "
                             f"name")
+
+
+def _check_hf_home(profile: ClusterProfile, src: Located) -> None:
+    """HF_HOME set in the profile must lie under a path the container mounts (job_dir or a mount's
+    destination): elsewhere the Hugging Face cache stays inside one stage's container, so a download
+    fails on its read-only image or is lost with it, an hour into the run."""
+    hf_home = profile.env_values().get("HF_HOME")
+    if profile.container == "none" or not hf_home or not os.path.isabs(hf_home):
+        return
+    targets = [profile.job_dir] + [mount.split(":")[1] for mount in profile.mounts]
+    if any(os.path.commonpath([os.path.normpath(hf_home), os.path.normpath(t)]) == os.path.normpath(t)
+           for t in targets):
+        return
+    raise src.error("mounts", f"HF_HOME={shown(hf_home)} (env_vars) is under no path the container mounts "
+                    f"(job_dir or a mount's destination), so the Hugging Face cache would not outlive a stage",
+                    f"add a mount SHARED_DIR:{hf_home} to mounts, or set HF_HOME under one")
 
 
 def _validate_gpu(gpu: GpuSpec, src: Located) -> None:
