@@ -9,7 +9,7 @@ from typing import Literal, Optional
 
 
 from ..core import bundled
-from ..core.errors import did_you_mean
+from ..core.errors import UserError, did_you_mean
 from . import gpus
 from .executors import traits
 from .schema import build, field
@@ -107,7 +107,7 @@ class ClusterProfile:
     container: str = field("nemo", doc="which entry of containers the stages run in; 'none': bare metal")
     container_workdir: Optional[str] = field(None, check=_check_absolute)
     mounts: list[str] = field([], doc="SRC:DST[:FLAGS] bind mounts for the container")
-    check_mounts: bool = field(True, doc="fail when a mount source does not exist here")
+    check_mounts: bool = field(True, doc="fail when a mount source or the squashfs image does not exist here")
     env_vars: list[str] = field([], max_len=2 * MAX_ENV_VALUE, max_items=256,
                                 doc="NAME=value to set, or NAME to pass through from the shell")
     required_env_vars: list[str] = field([], max_items=256)
@@ -132,6 +132,10 @@ class ClusterProfile:
 
     # filled in by load_profile
     source: str = field("")
+
+    def error(self, key: str, message: str, hint: str | None = None) -> UserError:
+        """An error at `key` of the profile's file, with its line (checks after loading use it)."""
+        return self.located.error(key, message, hint)
 
     @property
     def image(self) -> str | None:
@@ -175,6 +179,7 @@ def profile_from_located(src: Located, source: str) -> ClusterProfile:
     _check_env_shapes(src)
     profile = build(ClusterProfile, src.data, src)
     profile.source = source
+    profile.located = src  # not a field: lets preflight and the planner name the line
     validate_profile(profile, src)
     return profile
 
