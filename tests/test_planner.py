@@ -12,15 +12,18 @@ from hypothesis import strategies as st
 from launcher.planning import memory as mm
 from launcher.planning.shapes import divisors, student_shape, teacher_shape
 from launcher.core.errors import UserError
-from launcher.planning.planner import USABLE_FRACTION, Planner, make_plan
+from launcher.planning.planner import (FREE_CONTINUATIONS, USABLE_FRACTION, Planner, continuations_needed,
+                                       make_plan)
 from launcher.config.profile import load_profile, profile_from_located
 from launcher.config.recipe import load_recipe
 from launcher.config.yamlfile import Located
 
 
-def profile_of(nodes, gpus, memory, executor="slurm"):
-    data = {"executor": executor, "nodes": nodes, "gpus_per_node": gpus, "gpu": {"model": "H100", "memory_gib": memory},
-            "partition": "gpu", "cpu_partition": "cpu", "job_dir": "/shared/runs", "container": "none"}
+def profile_of(nodes, gpus, memory, executor="slurm", gpu=None, **keys):
+    """GPUs of any memory size: a model the planner does not know, at an H100's throughput."""
+    gpu = gpu or {"model": "test-gpu", "memory_gib": memory, "achievable_tflops": mm.achievable_tflops("H100", None)}
+    data = {"executor": executor, "nodes": nodes, "gpus_per_node": gpus, "gpu": gpu,
+            "partition": "gpu", "cpu_partition": "cpu", "job_dir": "/shared/runs", "container": "none", **keys}
     return profile_from_located(Located(data=data, file="generated.yaml"), "generated.yaml")
 
 
@@ -435,3 +438,24 @@ def test_precision_is_the_recipes_on_gpus_and_full_on_the_cpu():
     plan = {s.name: s for s in make_plan(profile_of(1, 1, 80, "local"), recipe).stages}
     assert plan["finetune"].precision == "16-mixed" and plan["distill_width"].precision == "bf16-mixed"
     assert not plan["import"].uses_gpus and plan["import"].precision == "32"  # the old jobs' CPU default too
+
+
+def test_the_test_gpu_plans_as_an_h100_does():
+    """profile_of's unknown GPU with an H100's throughput stands in for one (its memory is free to vary)."""
+    h100 = make_plan(profile_of(1, 8, 80, gpu={"model": "H100-80GB", "memory_gib": 80}), load_recipe())
+    assert [s.est_hours for s in make_plan(profile_of(1, 8, 80), load_recipe()).stages] == \
+        [s.est_hours for s in h100.stages]
+
+
+def test_a_continuation_budget_above_what_the_run_can_use_is_refused():
+    """FREE_CONTINUATIONS always; above it, twice what the longest training stage needs by the estimate."""
+    long_run = load_recipe(None, ["stages.distill.tokens=94e9"])
+    plan = make_plan(profile_of(1, 8, 80), long_run)
+    needed = max(continuations_needed(s) for s in plan.stages if s.requeue)
+    assert needed > FREE_CONTINUATIONS and "(WARNING: max_continuations is 10" in plan.stage("distill_width").why
+    for recipe, allowed in ((load_recipe(), FREE_CONTINUATIONS), (long_run, 2 * needed)):
+        make_plan(profile_of(1, 8, 80, max_continuations=allowed), recipe)
+        with pytest.raises(UserError) as info:
+            make_plan(profile_of(1, 8, 80, max_continuations=allowed + 1), recipe)
+        assert info.value.key == "max_continuations" and f"write max_continuations: {allowed}" in str(info.value)
+    make_plan(profile_of(1, 1, 80, "local", max_continuations=500), load_recipe("tiny"))  # no time-limit signal

@@ -105,3 +105,51 @@ def test_sbatch_args_the_launcher_sets_itself_are_refused(tmp_path, arg, fix):
                                  "--time-min=30", "--gpu-bind=closest", "--nodelist=n1"])
 def test_other_sbatch_args_are_kept(tmp_path, arg):
     assert load_profile(write_profile(tmp_path / "p.yaml", sbatch_args=[arg])).sbatch_args == [arg]
+
+
+@pytest.mark.parametrize("gpu", [
+    {"model": "H100-80GB", "memory_gib": 80}, {"model": "NVIDIA H100 80GB HBM3", "memory_gib": 79.1},  # torch's GiB
+    {"model": "H100", "memory_gib": 94}, {"model": "H200", "memory_gib": 139}, {"model": "GH200", "memory_gib": 96},
+    {"model": "A100-SXM4-40GB", "memory_gib": 39.4}, {"model": "L40S", "memory_gib": 44.4},
+    {"model": "A10G", "memory_gib": 22.5}, {"model": "RTX-4090", "memory_gib": 24, "achievable_tflops": 80},
+])
+def test_a_known_gpu_of_its_own_size_or_a_gpu_with_its_throughput_loads(tmp_path, gpu):
+    assert load_profile(write_profile(tmp_path / "p.yaml", gpu=gpu)).gpu.memory_gib == gpu["memory_gib"]
+
+
+@pytest.mark.parametrize("gpu, key, says", [
+    ({"model": "L4", "memory_gib": 24}, "gpu.model", "known: GB200, B200, GH200, H200, H100, A100, L40, A10, V100"),
+    ({"model": "A100-80GB", "memory_gib": 40}, "gpu.memory_gib",
+     "'A100-80GB' has 80 GB (write memory_gib: 80, or model: A100-40GB if that is the card)"),
+    ({"model": "H100", "memory_gib": 40}, "gpu.memory_gib", "H100 cards have 80 or 94 GB (write memory_gib: 80)"),
+    ({"model": "H100-80GB", "memory_gib": 70}, "gpu.memory_gib", "70 GiB does not match"),  # below 0.9 × 80
+])
+def test_an_unknown_gpu_or_a_memory_the_model_does_not_have_is_refused(tmp_path, gpu, key, says):
+    with pytest.raises(UserError) as info:
+        load_profile(write_profile(tmp_path / "p.yaml", gpu=gpu))
+    assert info.value.key == key and info.value.line and says in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("value, fix", [("500GiB", "write 500G"), ("1.5T", "write 1536G"), ("0.5 GB", "write 512M"),
+                                        ("512000MB", "write 512000M"), ("lots", "for example 480G"),
+                                        ("2000T", "at most 1024T")])
+def test_memory_is_refused_in_units_slurm_does_not_take(tmp_path, value, fix):
+    with pytest.raises(UserError) as info:
+        load_profile(write_profile(tmp_path / "p.yaml", mem_per_node=value))
+    assert info.value.key == "mem_per_node" and fix in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "500", "480G", "480g", "512000M", "2T", "64000K"])
+def test_memory_in_slurm_s_units_loads(tmp_path, value):
+    assert load_profile(write_profile(tmp_path / "p.yaml", mem_per_node=value)).mem_per_node == value
+
+
+def test_hf_home_under_job_dir_or_a_mount_loads_and_without_a_container_is_not_checked(tmp_path):
+    job_dir = tmp_path / "jobdir"
+    for extra in ({"env_vars": [f"HF_HOME={job_dir}/hf"]},
+                  {"env_vars": ["HF_HOME=/cache/hf"], "mounts": ["/lustre/cache:/cache"]},
+                  {"env_vars": ["HF_HOME=/cache/hf"], "container": "none"}):
+        load_profile(write_profile(tmp_path / "p.yaml", **extra))
+    with pytest.raises(UserError, match="under no path the container mounts"):
+        load_profile(write_profile(tmp_path / "p.yaml", env_vars=["HF_HOME=/cache-2/hf"],
+                                   mounts=["/lustre/cache:/cache"]))

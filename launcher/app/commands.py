@@ -54,7 +54,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.profile, recipe, overrides)
     plan = make_plan(inputs.profile, inputs.recipe)
     if not args.dry_run:
-        preflight(inputs.profile, plan)
+        preflight(inputs, plan)
     run = prepare_run(inputs, plan, dry_run=args.dry_run)
     index_run(run)
     if not args.dry_run:

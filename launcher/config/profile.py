@@ -9,10 +9,11 @@ from typing import Literal, Optional
 
 
 from ..core import bundled
-from ..core.errors import did_you_mean
+from ..core.errors import UserError, did_you_mean
+from . import gpus
 from .executors import traits
 from .schema import build, field
-from .values import check_directive, check_time, parse_time_minutes
+from .values import check_directive, check_memory, check_time, parse_time_minutes
 from .yamlfile import (Located, control_problem, load_yaml_file, looks_like_token, looks_secret,
                        resolve_named_file, shown)
 
@@ -97,10 +98,11 @@ def normalize_image(ref: str) -> str:
 
 @dataclass
 class GpuSpec:
-    model: str = field(doc="GPU model, e.g. H100-80GB; picks the throughput model's default")
-    memory_gib: float = field(min=8, check=_check_gpu_memory, doc="memory of one GPU in GiB")
+    model: str = field(doc="GPU model, e.g. H100-80GB: a family config/gpus.py knows, or give achievable_tflops")
+    memory_gib: float = field(min=8, check=_check_gpu_memory, doc="memory of one GPU in GiB; must fit the model")
     achievable_tflops: Optional[float] = field(None, min=1, max=10000,
-                                               doc="bf16 model TFLOP/s one GPU sustains in training")
+                                               doc="bf16 model TFLOP/s one GPU sustains in training; "
+                                                   "default: the model's family")
 
 
 @dataclass
@@ -111,7 +113,7 @@ class ClusterProfile:
     gpu: GpuSpec
     job_dir: str = field(doc="run directories are created here; $VARS are expanded")
     cpus_per_node: int = field(0, min=0, max=4096, doc="0: let Slurm decide")
-    mem_per_node: str = field("0", check=check_directive, doc="sbatch --mem; 0 = all of it")
+    mem_per_node: str = field("0", check=check_memory, doc="sbatch --mem: N[K|M|G|T], M if none; 0 = all of it")
     partition: Optional[str] = field(None, check=check_directive)
     cpu_partition: Optional[str] = field(None, check=check_directive,
                                          doc="CPU-only stages go here; default: partition")
@@ -124,7 +126,7 @@ class ClusterProfile:
     container: str = field("nemo", doc="which entry of containers the stages run in; 'none': bare metal")
     container_workdir: Optional[str] = field(None, check=_check_absolute)
     mounts: list[str] = field([], doc="SRC:DST[:FLAGS] bind mounts for the container")
-    check_mounts: bool = field(True, doc="fail when a mount source does not exist here")
+    check_mounts: bool = field(True, doc="fail when a mount source or the squashfs image does not exist here")
     env_vars: list[str] = field([], max_len=2 * MAX_ENV_VALUE, max_items=256,
                                 doc="NAME=value to set, or NAME to pass through from the shell")
     required_env_vars: list[str] = field([], max_items=256)
@@ -150,6 +152,10 @@ class ClusterProfile:
 
     # filled in by load_profile
     source: str = field("")
+
+    def error(self, key: str, message: str, hint: str | None = None) -> UserError:
+        """An error at `key` of the profile's file, with its line (checks after loading use it)."""
+        return self.located.error(key, message, hint)
 
     @property
     def image(self) -> str | None:
@@ -199,6 +205,7 @@ def profile_from_located(src: Located, source: str) -> ClusterProfile:
     _check_env_shapes(src)
     profile = build(ClusterProfile, src.data, src)
     profile.source = source
+    profile.located = src  # not a field: lets preflight and the planner name the line
     validate_profile(profile, src)
     return profile
 
@@ -265,6 +272,8 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
                             f"{shown(job_dir)} (or part of it) inside the container; job_dir is mounted at its "
                             f"own path, so mount elsewhere")
     _validate_env(profile, src)
+    _check_hf_home(profile, src)
+    _validate_gpu(profile.gpu, src)
     for index, arg in enumerate(profile.sbatch_args):
         if not re.match(r"--[a-z][a-z0-9-]*(=|$)", arg) or "\n" in arg:
             raise src.error(f"sbatch_args[{index}]", f"expected one --flag[=value], got {shown(arg)}")
@@ -329,6 +338,34 @@ def _validate_env(profile: ClusterProfile, src: Located) -> None:
         if not ENV_NAME.match(name) or looks_like_token(name):
             raise src.error(f"required_env_vars[{index}]", f"{_shown_name(name)} is not a valid environment variable "
                             f"name")
+
+
+def _check_hf_home(profile: ClusterProfile, src: Located) -> None:
+    """HF_HOME set in the profile must lie under a path the container mounts (job_dir or a mount's
+    destination): elsewhere the Hugging Face cache stays inside one stage's container, so a download
+    fails on its read-only image or is lost with it, an hour into the run."""
+    hf_home = profile.env_values().get("HF_HOME")
+    if profile.container == "none" or not hf_home or not os.path.isabs(hf_home):
+        return
+    targets = [profile.job_dir] + [mount.split(":")[1] for mount in profile.mounts]
+    if any(os.path.commonpath([os.path.normpath(hf_home), os.path.normpath(t)]) == os.path.normpath(t)
+           for t in targets):
+        return
+    raise src.error("mounts", f"HF_HOME={shown(hf_home)} (env_vars) is under no path the container mounts "
+                    f"(job_dir or a mount's destination), so the Hugging Face cache would not outlive a stage",
+                    f"add a mount SHARED_DIR:{hf_home} to mounts, or set HF_HOME under one")
+
+
+def _validate_gpu(gpu: GpuSpec, src: Located) -> None:
+    """The planner's throughput and memory come from here: an unknown GPU needs its throughput given
+    (a guess would make every time estimate wrong), and its memory must be a size that model has."""
+    if gpus.family(gpu.model) is None and gpu.achievable_tflops is None:
+        raise src.error("gpu.model", f"{shown(gpu.model)} is not a GPU model the planner knows (known: "
+                        f"{gpus.known_names()})", "name one of them, or give gpu.achievable_tflops: the bf16 "
+                        "TFLOP/s one GPU sustains in training")
+    problem = gpus.memory_problem(gpu.model, gpu.memory_gib)
+    if problem:
+        raise src.error("gpu.memory_gib", *problem)
 
 
 def _shown_name(name: str) -> str:

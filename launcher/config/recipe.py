@@ -37,6 +37,10 @@ MAX_STEPS = 10_000_000
 MAX_SEQ = 1 << 20
 MAX_GPUS_PER_NODE = 64
 Precision = Literal["bf16-mixed", "16-mixed", "32"]
+# Hugging Face models that download only with an accepted licence and a token (gated): every meta-llama
+# model and Google's Gemma. A fixed list, no network call: others may be gated too (`check --probe` warns).
+GATED_MODELS = re.compile(r"^(?:meta-llama/|google/gemma)", re.I)
+TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # what huggingface_hub reads a token from
 
 
 def _check_entrypoint(value: str) -> str | None:
@@ -179,6 +183,14 @@ class Recipe:
 
     def settings(self, kind: str) -> Any:
         return self.stages[kind]
+
+    def gated_models(self) -> list[tuple[str, str]]:
+        """(key, hub id) of each gated model the stages download: the source (hf://ID) and a tokenizer
+        named by hub id (not a directory, not bpe:)."""
+        source, tokenizer = self.model.source, self.model.tokenizer
+        hub_ids = {"model.source": source.removeprefix("hf://") if source.startswith("hf://") else "",
+                   "model.tokenizer": "" if tokenizer.startswith(("/", "bpe:")) else tokenizer}
+        return [(key, hub_id) for key, hub_id in hub_ids.items() if GATED_MODELS.match(hub_id)]
 
     def error(self, key: str, message: str, hint: str | None = None) -> UserError:
         located = getattr(self, "located", None)

@@ -10,6 +10,11 @@ from .yamlfile import shown
 SAFE_DIRECTIVE = re.compile(r"^[A-Za-z0-9._:/@+,=%-]+$")
 TIME_FORMAT = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 MAX_TIME_MINUTES = 365 * 1440
+# sbatch --mem and its kin take an integer with an optional K, M, G or T suffix, megabytes without one;
+# anything else (500GiB, 1.5T, 500 GB) is refused by sbatch at submission, after earlier stages were queued.
+MEMORY = re.compile(r"^(\d+)([KMGT]?)$", re.I)
+MEMORY_UNITS = "KMGTP"
+MAX_MEMORY = "1024T"  # far above any node's memory
 
 
 def parse_time_minutes(value: str) -> int:
@@ -54,3 +59,36 @@ def check_directive(value: str) -> str | None:
     if not SAFE_DIRECTIVE.match(value):
         return f"{shown(value)} has characters Slurm directives cannot carry safely (allowed: letters, digits, ._:/@+,=%-)"
     return None
+
+
+def memory_megabytes(value: str) -> float:
+    """A size Slurm takes (`480G`, `500`) in megabytes; ValueError if it is not one."""
+    match = MEMORY.match(value)
+    if not match:
+        raise ValueError(value)
+    return int(match.group(1)) * 1024.0 ** (MEMORY_UNITS.index((match.group(2) or "M").upper()) - 1)
+
+
+def check_memory(value: str) -> str | None:
+    """Why `value` is not a size for sbatch --mem, or None; the message says how to write it."""
+    try:
+        megabytes = memory_megabytes(value)
+    except ValueError:
+        return (f"{shown(value)} is not a size Slurm takes: an integer with an optional K, M, G or T suffix "
+                f"(megabytes without one) ({_as_slurm_size(value)})")
+    if megabytes > memory_megabytes(MAX_MEMORY):
+        return f"{shown(value)} is more than any node has; at most {MAX_MEMORY}"
+    return None
+
+
+def _as_slurm_size(value: str) -> str:
+    """The fix: `500GiB` → write 500G, `1.5T` → write 1536G, `0.5 GB` → write 512M, else an example."""
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*$", value, re.I)
+    if not match:
+        return "for example 480G"
+    number, unit = float(match.group(1)), (match.group(2) or "M").upper()
+    while not number.is_integer() and unit != "K":
+        number, unit = number * 1024, MEMORY_UNITS[MEMORY_UNITS.index(unit) - 1]
+    while unit == "P":
+        number, unit = number * 1024, "T"
+    return f"write {round(number)}{unit}"

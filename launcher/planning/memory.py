@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import gpus
+
 GIB = 1024 ** 3
 
 # Bytes per parameter: bf16 weight, fp32 main grad (grad_reduce_in_fp32), fp32 master + Adam m, v.
@@ -28,12 +30,6 @@ LOGIT_BYTES_DISTILL_EXTRA = 10
 FIXED_OVERHEAD_GIB = 3.0  # MEASURED
 FRAGMENTATION = 1.05
 
-# Dense bf16 model TFLOP/s a training step sustains per GPU, by GPU family (first match wins).
-# Defaults from published NeMo Llama-3 8B H100 runs (~40-50% of the dense peak after communication
-# and unfused parts); the profile's gpu.achievable_tflops overrides. MEASURED where RESULTS.md says.
-ACHIEVABLE_TFLOPS = (("GB200", 900.0), ("B200", 850.0), ("H200", 434.0), ("H100", 400.0),
-                     ("A100", 150.0), ("L40", 110.0), ("A10", 45.0), ("V100", 50.0))
-DEFAULT_TFLOPS = 100.0
 # Without Transformer Engine the attention is unfused and the fused kernels are missing: measured
 # 160-263 model TFLOP/s on an H200 (benchmarks/RESULTS.md, planner_gpu) against the 420 assumed fused.
 UNFUSED_THROUGHPUT_FACTOR = 0.5  # MEASURED
@@ -206,8 +202,11 @@ def forward_flops_per_token(shape: Shape, seq_length: int) -> float:
 
 
 def achievable_tflops(gpu_model: str, override: float | None, attention: str = "fused") -> float:
+    """The profile's gpu.achievable_tflops, else its GPU family's (config/gpus.py; the profile names a
+    known family or gives the override)."""
     if override:
         return override
-    upper = gpu_model.upper()
-    tflops = next((value for family, value in ACHIEVABLE_TFLOPS if family in upper), DEFAULT_TFLOPS)
-    return tflops * (UNFUSED_THROUGHPUT_FACTOR if attention == "unfused" else 1.0)
+    family = gpus.family(gpu_model)
+    if family is None:
+        raise ValueError(f"unknown GPU model {gpu_model!r} without achievable_tflops")
+    return family.tflops * (UNFUSED_THROUGHPUT_FACTOR if attention == "unfused" else 1.0)

@@ -56,6 +56,13 @@ PROFILE_BOUNDS = {"nodes": 16384}
 # A requeued stage is told to checkpoint signal_lead_s before its limit; below this multiple of the
 # lead the signal would arrive before any real work and the stage would requeue until its budget ends.
 MIN_LIMIT_PER_SIGNAL_LEAD = 2
+# max_continuations above what the run can use is refused: each continuation holds the stage's GPUs for
+# another full time limit, so a budget beyond the estimate's need only lets a stage that stopped making
+# progress requeue for days. Allowed: the profile's default budget, or twice the need (the time model
+# can be off by that much). Slurm's MaxBatchRequeue does not bound it: it counts launch and node-failure
+# requeues, not the script's own `scontrol requeue`.
+FREE_CONTINUATIONS = 10
+CONTINUATION_MARGIN = 2
 
 
 class Planner(TrainingLayouts):
@@ -77,6 +84,7 @@ class Planner(TrainingLayouts):
     def plan(self) -> Plan:
         self._check_bounds()
         stages = [self._plan_stage(node) for node in stage_graph(self.recipe)]
+        self._check_continuations(stages)
         plan = Plan(recipe=self.recipe.name, profile=self.profile.source, executor=self.profile.executor,
                     stages=stages, nodes=self.profile.nodes, gpus_per_node=self.profile.gpus_per_node,
                     one_at_a_time=not self.executor.stages_side_by_side(self.profile),
@@ -138,11 +146,31 @@ class Planner(TrainingLayouts):
         limit_h = parse_time_minutes(base.time_limit) / 60
         if base.est_hours > limit_h:
             if base.requeue:
-                base.why += (f"; ~{math.ceil(base.est_hours / limit_h) - 1} continuation(s) past the "
-                             f"{base.time_limit} limit")
+                needed = continuations_needed(base)
+                base.why += f"; ~{needed} continuation(s) past the {base.time_limit} limit"
+                if needed > self.profile.max_continuations:
+                    base.why += (f" (WARNING: max_continuations is {self.profile.max_continuations}: the stage "
+                                 f"stops there and `minitron resume` continues it)")
             else:
                 base.why += f"; WARNING: estimate {base.est_hours:.1f} h exceeds its {base.time_limit} limit"
         return base
+
+    def _check_continuations(self, stages: list[StagePlan]) -> None:
+        """Refuse a continuation budget above what the run can use (FREE_CONTINUATIONS)."""
+        if not self.executor.signals_before_limit:
+            return  # without a time-limit signal, continuations are the stall watchdog's alone
+        needs = {s.name: continuations_needed(s) for s in stages if s.requeue}
+        if not needs:
+            return
+        longest = max(needs, key=lambda name: needs[name])
+        allowed = max(FREE_CONTINUATIONS, CONTINUATION_MARGIN * needs[longest])
+        budget = self.profile.max_continuations
+        if budget > allowed:
+            stage = next(s for s in stages if s.name == longest)
+            raise self.profile.error("max_continuations", f"{budget} is more than this run can use: by the estimate "
+                                     f"its longest training stage, {longest}, needs ~{needs[longest]} of its "
+                                     f"{stage.time_limit} limit, so at most {allowed} (more only lets a stalled "
+                                     f"stage requeue for days)", f"write max_continuations: {allowed}")
 
     def _apply_calibration(self, sp: StagePlan) -> None:
         """Measured startup and step times of earlier runs with this stage's key replace the model's."""
@@ -331,6 +359,11 @@ class Planner(TrainingLayouts):
                 raise source(key, problem)
             raise UserError(problem, file=self.profile.source, key=key)
         return format_minutes(minutes)
+
+
+def continuations_needed(sp: StagePlan) -> int:
+    """Time-limit continuations a requeued stage needs by its estimate."""
+    return max(0, math.ceil(sp.est_hours / (parse_time_minutes(sp.time_limit) / 60)) - 1)
 
 
 def make_plan(profile: ClusterProfile, recipe: Recipe) -> Plan:

@@ -13,6 +13,7 @@ from jobs.contract import CONTINUE_SIGNAL, PER_ATTEMPT_MARKERS, STARTED_FIELDS, 
 
 from .. import __version__
 from ..config.profile import ClusterProfile
+from ..config.values import memory_megabytes
 from ..core import bundled
 from ..planning.plan import StagePlan
 
@@ -74,10 +75,6 @@ def _common_context(run_id: str, layout: RunLayout, profile: ClusterProfile, sta
                 continue_signal=CONTINUE_SIGNAL)
 
 
-_MEMORY = re.compile(r"^(\d+)([KMGT]?)$", re.I)
-_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024, "": 1}
-
-
 def node_share(profile: ClusterProfile, stage: StagePlan) -> tuple[bool, int | None, str | None]:
     """(exclusive, cpus per task, --mem) for a stage. Only multi-GPU stages take whole nodes (with
     `exclusive`) and all of their memory; a 1-GPU stage asks for its GPUs' share of the node's CPUs and
@@ -90,8 +87,7 @@ def node_share(profile: ClusterProfile, stage: StagePlan) -> tuple[bool, int | N
     cpus = max(1, int(profile.cpus_per_node * share) // tasks) if profile.cpus_per_node else None
     memory: str | None = profile.mem_per_node
     if not whole_node:
-        match = _MEMORY.match(profile.mem_per_node)
-        mib = int(match.group(1)) * _MIB[match.group(2).upper()] if match else 0
+        mib = memory_megabytes(profile.mem_per_node)  # the profile checked its form
         memory = f"{max(1, int(mib * share))}M" if mib else None  # 0 means "all of it": not for a share
     return whole_node and profile.exclusive and stage.nodes * stage.gpus_per_node > 1, cpus, memory
 

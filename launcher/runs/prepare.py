@@ -13,8 +13,7 @@ from jobs.contract import RunLayout, stage_config_text
 
 from ..backends import executor_for
 from ..config.profile import ClusterProfile, load_profile
-from ..config.recipe import Recipe, load_recipe
-from ..core.errors import UserError
+from ..config.recipe import TOKEN_VARS, Recipe, load_recipe
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
 from ..rendering.stageconfig import build_stage_config
@@ -32,21 +31,51 @@ def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | 
     return Inputs(load_profile(profile), load_recipe(recipe, overrides), list(overrides or []))
 
 
-def preflight(profile: ClusterProfile, plan: Plan) -> None:
-    """What must hold before anything is created or queued: required variables set, mount sources
-    present, and what the backend can verify (Slurm: partitions, account, qos, GPUs per node)."""
+def preflight(inputs: Inputs, plan: Plan) -> None:
+    """What must hold before anything is created or queued: required variables set, mount sources and a
+    squashfs image present (unless check_mounts: false), a token for a gated model, and what the backend
+    can verify (Slurm: partitions, account, qos, GPUs per node)."""
+    profile = inputs.profile
     missing = [name for name in profile.required_env_vars if not os.environ.get(name)]
     if missing:
-        raise UserError(f"required environment variable(s) not set in this shell: {', '.join(missing)}",
-                        file=profile.source, key="required_env_vars")
+        raise profile.error("required_env_vars", f"required environment variable(s) not set in this shell: "
+                            f"{', '.join(missing)}")
     check_job_dir(profile.job_dir, profile.source)
     if profile.check_mounts:
         for index, mount in enumerate(profile.mounts):
             source = mount.split(":")[0]
             if not os.path.exists(source):
-                raise UserError(f"mount source {source} does not exist (set check_mounts: false if only the "
-                                f"compute nodes see it)", file=profile.source, key=f"mounts[{index}]")
+                raise profile.error(f"mounts[{index}]", f"mount source {source} does not exist (set check_mounts: "
+                                    f"false if only the compute nodes see it)")
+        _check_image(profile)
+    _check_hub_token(profile, inputs.recipe)
     executor_for(profile.executor).preflight(profile, plan.stages)
+
+
+def _check_image(profile: ClusterProfile) -> None:
+    """A squashfs image every stage starts from must be here: pyxis would fail each job on it instead."""
+    image = profile.image
+    if not image or not image.startswith("/"):
+        return  # a registry reference: the compute nodes pull it
+    problem = ("does not exist" if not os.path.exists(image) else "is not a file" if not os.path.isfile(image)
+               else "is not readable by you" if not os.access(image, os.R_OK) else None)
+    if problem:
+        raise profile.error(f"containers.{profile.container}", f"squashfs image {image} {problem} on this node",
+                            "fix the path, or set check_mounts: false if only the compute nodes see it")
+
+
+def _check_hub_token(profile: ClusterProfile, recipe: Recipe) -> None:
+    """A gated model (config/recipe.GATED_MODELS) downloads only with a token, in a stage that starts long
+    after submit; the token reaches the job from this shell. HF_HUB_OFFLINE=1 reads HF_HOME's cache instead."""
+    gated = recipe.gated_models()
+    offline = profile.env_values().get("HF_HUB_OFFLINE") or os.environ.get("HF_HUB_OFFLINE", "")
+    if not gated or any(os.environ.get(name) for name in TOKEN_VARS) or offline.lower() in ("1", "true", "yes", "on"):
+        return
+    key, hub_id = gated[0]
+    listed = "in env_vars but not" if "HF_TOKEN" in profile.env_passthrough() else "neither in env_vars nor"
+    raise profile.error("env_vars", f"{key} {hub_id} is gated on Hugging Face and HF_TOKEN is {listed} set in this "
+                        f"shell: the job would have no token", "list HF_TOKEN in env_vars and export it, or set "
+                        "HF_HUB_OFFLINE=1 if HF_HOME holds the model")
 
 
 def _plain(obj: Any) -> Any:

@@ -120,6 +120,31 @@ def test_control_good_inputs_reach_slurm_and_trip_the_wire(sandbox):
     assert sandbox.leftovers() == []
 
 
+@pytest.mark.parametrize("change, env", [
+    ({"containers": {"nemo": "@TMP@/plainfile"}}, {}),  # a squashfs image that is here
+    ({"containers": {"nemo": "@TMP@/missing.sqsh"}, "check_mounts": False}, {}),  # only the compute nodes see it
+    ({"env_vars": ["NCCL_DEBUG=WARN"]}, {}),  # the token set in the shell reaches sbatch's environment
+    ({"env_vars": ["HF_TOKEN", "HF_HUB_OFFLINE=1"]}, {"HF_TOKEN": ""}),  # the gated model from HF_HOME's cache
+    ({"env_vars": ["HF_HOME=/hf-cache/hub"], "mounts": ["@TMP@/mnt:/hf-cache"]}, {}),  # HF_HOME under a mount
+    ({"mem_per_node": "480G"}, {}),
+    ({"gpu": {"model": "RTX-4090", "memory_gib": 24, "achievable_tflops": 80}}, {}),  # unknown, with its speed
+    ({"gpu": {"model": "NVIDIA A100-SXM4-40GB", "memory_gib": 39.4}, "max_continuations": 0}, {}),
+])
+def test_control_what_the_preflight_allows_reaches_slurm(sandbox, change, env):
+    """Each preflight rule of the corpus lets through the input next to the one it refuses: the submit
+    reaches Slurm (the tripwire's sinfo, exit 5), with a gated model (the recipe's source) throughout."""
+    profile = yaml.safe_load(sandbox.substitute((CORPUS / "good" / "profile.yaml").read_text()))
+    profile.update(yaml.safe_load(sandbox.substitute(yaml.safe_dump(change))))
+    path = sandbox.root / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    args = ["--profile", str(path), "--recipe", str(CORPUS / "good" / "recipe.yaml"),
+            "--set", "model.source=hf://meta-llama/Llama-3.1-8B"]
+    shell = {**sandbox.env, "HF_TOKEN": "set-in-the-shell", "HUGGING_FACE_HUB_TOKEN": "", "HF_HUB_OFFLINE": "", **env}
+    proc = run_cli("submit", *args, env=shell)
+    assert proc.returncode == 5 and "tripwire: no Slurm here" in proc.stderr, proc.stderr
+    assert sandbox.leftovers() == []
+
+
 def _first_error(case: dict, sandbox, monkeypatch) -> UserError | None:
     """The error the launcher gives for `case` at load or plan time, found in-process."""
     from launcher.planning.planner import make_plan
@@ -158,7 +183,8 @@ def _hunks(good: str, bad: str) -> list[tuple[set[int], set[int]]]:
 # directory is made (job_dir on disk, MINITRON_HOME): the CLI test above checks their message.
 LATE_CASES = {"profile-job-dir-read-only", "profile-job-dir-under-a-file", "profile-job-dir-registry-is-a-file",
               "profile-job-dir-in-proc", "env-minitron-home-is-a-file", "profile-required-env-var-unset",
-              "profile-mount-source-missing"}
+              "profile-mount-source-missing", "profile-image-squashfs-missing", "profile-gated-model-without-token",
+              "profile-gated-tokenizer-token-unset"}
 
 
 def test_control_every_case_file_is_bad_only_where_it_says(sandbox, monkeypatch):

@@ -421,7 +421,9 @@ def test_a_key_written_twice_beside_a_merge_is_still_a_duplicate(tmp_path):
     ("301", False, "at most 300"), ("8", True, ""), ("139", True, ""), ("288", True, ""),
 ])
 def test_gpu_memory_is_in_the_range_of_real_cards(tmp_path, value, ok, says):
-    result, _ = _load(tmp_path, "profile", _sub("memory_gib: 80", f"memory_gib: {value}"))
+    """The range any card may have: a GPU the planner does not know (given its throughput) has no size to match."""
+    gpu = f"{{model: test-gpu, achievable_tflops: 400, memory_gib: {value}}}"
+    result, _ = _load(tmp_path, "profile", _sub("{model: H100-80GB, memory_gib: 80}", gpu))
     assert isinstance(result, UserError) != ok, result
     if not ok:
         assert result.key == "gpu.memory_gib" and says in str(result), result
