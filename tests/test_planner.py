@@ -459,3 +459,20 @@ def test_a_continuation_budget_above_what_the_run_can_use_is_refused():
             make_plan(profile_of(1, 8, 80, max_continuations=allowed + 1), recipe)
         assert info.value.key == "max_continuations" and f"write max_continuations: {allowed}" in str(info.value)
     make_plan(profile_of(1, 1, 80, "local", max_continuations=500), load_recipe("tiny"))  # no time-limit signal
+
+
+def test_attention_flops_count_the_query_heads_not_the_hidden_size():
+    """A width-pruned student keeps the teacher's heads (32 × 128 = 4096) at hidden 3072: its attention costs
+    what the teacher's does (issue 22 measured the old count, hidden × seq, 25 % short on that term)."""
+    from launcher.planning.memory import Shape, flops_per_token
+
+    teacher = Shape(num_layers=8, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
+                    num_query_groups=8, vocab_size=128256)
+    width = Shape(num_layers=8, hidden_size=3072, ffn_hidden_size=9216, num_attention_heads=32,
+                  num_query_groups=8, vocab_size=128256, head_dim=128)
+    seq = 4096
+
+    def attention(shape):
+        return flops_per_token(shape, seq) - flops_per_token(shape, 0)
+
+    assert attention(width) == attention(teacher) == 6 * 8 * 4096 * seq

@@ -193,7 +193,9 @@ def flops_per_token(shape: Shape, seq_length: int) -> float:
     """Model FLOPs of one training token: 6·params for the matmuls plus causal attention scores."""
     dense = 6 * (shape.num_layers * shape.layer_params() + shape.output_params()
                  + (shape.embedding_params() if shape.tie_embeddings else 0))
-    attention = 6 * shape.num_layers * shape.hidden_size * seq_length  # QK^T and AV, causal half
+    # QK^T and AV over the query heads (heads × head dim: a width-pruned student keeps the teacher's 4096 at
+    # hidden 3072), causal half
+    attention = 6 * shape.num_layers * shape.num_attention_heads * shape.kv_channels * seq_length
     return dense + attention
 
 
