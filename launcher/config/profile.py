@@ -118,8 +118,9 @@ class ClusterProfile:
     account: Optional[str] = field(None, check=check_directive)
     qos: Optional[str] = field(None, check=check_directive)
     timeouts: dict[str, str] = field({}, check=lambda m: next(filter(None, map(check_time, m.values())), None),
-                                     doc="longest time limit per partition")
-    default_time: str = field("04:00:00", check=check_time)
+                                     doc="longest time limit per partition (MaxTime): planned limits stop there")
+    default_time: str = field("04:00:00", check=check_time,
+                              doc="the longest planned limit in a partition that timeouts names no limit for")
     containers: dict[str, str] = field({}, doc="named container images")
     container: str = field("nemo", doc="which entry of containers the stages run in; 'none': bare metal")
     container_workdir: Optional[str] = field(None, check=_check_absolute)

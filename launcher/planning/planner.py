@@ -9,7 +9,8 @@ one node (TP=1, data-parallel); data prep is CPU-only. Which of these a stage ge
 the NeMo 2 tutorial's own layouts instead, or is refused where they cannot run.
 
 Time: timemodel.py; stages then compete for the profile's GPUs (`Plan.schedule`). Measured stage
-times (calibration.py) replace the model for a stage whose key they cover.
+times (calibration.py) replace the model for a stage whose key they cover. Each stage's time limit is
+its estimate with a margin, capped by its partition (`_time_limit`), unless the recipe gives one.
 """
 
 from __future__ import annotations
@@ -131,17 +132,10 @@ class Planner(TrainingLayouts):
             base.requeue = True
             base.stall_timeout_s = self.profile.stall_timeout_s
         base.partition = self._partition(base, settings)
-        base.time_limit = self._time_limit(base, settings)
         self._apply_calibration(base)
         base.est_gpu_hours = round(base.est_hours * base.nodes * base.gpus_per_node, 3)
         base.est_hours = round(base.est_hours, 3)
-        limit_h = parse_time_minutes(base.time_limit) / 60
-        if base.est_hours > limit_h:
-            if base.requeue:
-                base.why += (f"; ~{math.ceil(base.est_hours / limit_h) - 1} continuation(s) past the "
-                             f"{base.time_limit} limit")
-            else:
-                base.why += f"; WARNING: estimate {base.est_hours:.1f} h exceeds its {base.time_limit} limit"
+        self._time_limit(base, settings)
         return base
 
     def _apply_calibration(self, sp: StagePlan) -> None:
@@ -304,33 +298,78 @@ class Planner(TrainingLayouts):
             return self.profile.cpu_partition or self.profile.partition
         return self.profile.partition
 
-    def _time_limit(self, sp: StagePlan, st: Any) -> str:
-        """The stage's limit, refused when it is zero or too short for the pre-limit checkpoint signal;
-        errors name the key the limit came from."""
-        requested = st.time or self.profile.default_time
-        minutes = parse_time_minutes(requested)
-        cap = self.profile.time_limit_minutes(sp.partition)
-        source = self.recipe.error if st.time else None
-        key = f"stages.{sp.kind}.time" if st.time else "default_time"
-        if cap is not None and minutes > cap:
-            if st.time:
-                raise self.recipe.error(f"stages.{sp.kind}.time", f"time {st.time} exceeds the {sp.partition} partition's limit "
-                                f"{self.profile.timeouts[sp.partition or '']}")
-            minutes, source, key = cap, None, f"timeouts.{sp.partition}"
+    def _time_limit(self, sp: StagePlan, st: Any) -> None:
+        """The stage's limit and the key it came from: the recipe's `time` where it gives one (refused above
+        its partition's MaxTime), else the estimate with its margin (timemodel.planned_limit_minutes) capped
+        at the partition's MaxTime (`timeouts`), or at default_time where none is known. Refused where the
+        executor ends stages at their limit: a limit too short for the checkpoint signal, a training stage
+        whose continuations cannot cover its estimate, another stage whose estimate exceeds its cap."""
+        maxtime = self.profile.time_limit_minutes(sp.partition)
+        cap, cap_key = ((maxtime, f"timeouts.{sp.partition}") if maxtime is not None
+                        else (parse_time_minutes(self.profile.default_time), "default_time"))
+        signalled = sp.requeue and self.executor.signals_before_limit
+        lead = self.profile.signal_lead_s if signalled else 0
+        if st.time:
+            minutes, key, note = parse_time_minutes(st.time), f"stages.{sp.kind}.time", f"stages.{sp.kind}.time"
+            if maxtime is not None and minutes > maxtime:
+                raise self.recipe.error(key, f"time {st.time} exceeds the {sp.partition} partition's limit "
+                                        f"{self.profile.timeouts[sp.partition or '']}",
+                                        "give at most that, or leave time out for a limit from the estimate")
+        else:
+            minutes = tm.planned_limit_minutes(sp.est_hours * 3600, lead)
+            if signalled:
+                minutes = max(minutes, math.ceil(MIN_LIMIT_PER_SIGNAL_LEAD * lead / 60))
+            key, note = "estimate", (f"estimate ×{tm.LIMIT_MARGIN:g} + {tm.LIMIT_FLOOR_MIN} min"
+                                     + (" + signal lead" if lead else ""))
+            if self.executor.ends_at_limit and minutes > cap:
+                note = f"{cap_key}, under the estimate's {format_minutes(minutes)}"
+                minutes, key = cap, cap_key
+        sp.time_limit, sp.time_limit_source = format_minutes(minutes), key
+        sp.why += f"; limit: {note}"
         problem = None
-        lead = self.profile.signal_lead_s
         if minutes < 1:
-            problem = f"a time limit of {requested!r} leaves the {sp.name} stage no time (Slurm reads 0 as no limit): give HH:MM:SS"
-        elif sp.requeue and self.executor.signals_before_limit and minutes * 60 < MIN_LIMIT_PER_SIGNAL_LEAD * lead:
+            problem = f"a time limit of {st.time!r} leaves the {sp.name} stage no time (Slurm reads 0 as no limit): give HH:MM:SS"
+        elif signalled and minutes * 60 < MIN_LIMIT_PER_SIGNAL_LEAD * lead:
             need = format_minutes(math.ceil(MIN_LIMIT_PER_SIGNAL_LEAD * lead / 60))
             problem = (f"the {sp.name} stage's limit {format_minutes(minutes)} is under {MIN_LIMIT_PER_SIGNAL_LEAD} × "
                        f"signal_lead_s={lead} s, so its checkpoint signal would fire before any work; give at least "
                        f"{need} or lower signal_lead_s")
         if problem:
-            if source is not None:
-                raise source(key, problem)
+            if key.startswith("stages."):
+                raise self.recipe.error(key, problem)
             raise UserError(problem, file=self.profile.source, key=key)
-        return format_minutes(minutes)
+        if self.executor.ends_at_limit:
+            self._check_limit_holds(sp, minutes, lead)
+
+    def _check_limit_holds(self, sp: StagePlan, minutes: int, lead: int) -> None:
+        """A training stage continues past its limit (a checkpoint at the signal, then a requeue) at most
+        max_continuations times, each run starting again; any other stage must end within its limit. An
+        explicit recipe limit under a stage's estimate is the user's call: a warning in the why line."""
+        est_s, limit, source = sp.est_hours * 3600, format_minutes(minutes), sp.time_limit_source
+        explicit = source.startswith("stages.")
+        key = sp.time_limit_source if explicit else f"stages.{sp.kind}"
+        if lead:
+            runs = tm.attempts(est_s, sp.est_startup_s, minutes * 60, lead)
+            allowed = 1 + self.profile.max_continuations
+            if runs is not None and runs <= allowed:
+                if runs > 1:
+                    sp.why += f"; ~{runs - 1} continuation(s) past the {limit} limit"
+                return
+            needs = (f"needs {runs} runs of its {limit} limit ({source}), more than the {allowed} that "
+                     f"max_continuations={self.profile.max_continuations} allows" if runs else
+                     f"cannot progress within its {limit} limit ({source}) after a {sp.est_startup_s:.0f} s startup "
+                     f"and the {lead} s signal lead")
+            raise self.recipe.error(key, f"the {sp.name} stage's estimate of {sp.est_hours:.1f} h {needs}",
+                                    f"raise max_continuations in the profile, give stages.{sp.kind}.partition "
+                                    f"a longer limit, or fewer steps")
+        if est_s <= minutes * 60:
+            return
+        if explicit:
+            sp.why += f"; WARNING: estimate {sp.est_hours:.1f} h exceeds its {limit} limit"
+            return
+        raise self.recipe.error(key, f"the {sp.name} stage's estimate of {sp.est_hours:.1f} h exceeds its {limit} "
+                                f"limit ({source}), and only training stages continue past their limit",
+                                f"give stages.{sp.kind}.partition a longer limit, or the stage less work")
 
 
 def make_plan(profile: ClusterProfile, recipe: Recipe) -> Plan:

@@ -1,0 +1,126 @@
+"""What the user and the cluster say bounds the plan (issue 23 item 5): each stage's time limit is its
+estimate with a margin within its partition's MaxTime."""
+
+import math
+import subprocess
+
+import pytest
+
+from launcher.backends.slurm_preflight import check_cluster_offers
+from launcher.config.profile import load_profile, profile_from_located
+from launcher.config.recipe import load_recipe
+from launcher.config.values import parse_time_minutes
+from launcher.config.yamlfile import Located
+from launcher.core.errors import UserError
+from launcher.planning import timemodel as tm
+from launcher.planning.planner import make_plan
+
+
+@pytest.fixture(autouse=True)
+def _no_calibration(minitron_home):
+    """Plans here come from the model alone, whatever the user's $MINITRON_HOME holds."""
+
+
+def profile_of(nodes, gpus, memory, **more):
+    data = {"executor": "slurm", "nodes": nodes, "gpus_per_node": gpus, "gpu": {"model": "H100", "memory_gib": memory},
+            "partition": "gpu", "cpu_partition": "cpu", "job_dir": "/shared/runs", "container": "none", **more}
+    return profile_from_located(Located(data=data, file="generated.yaml"), "generated.yaml")
+
+
+# -- c: time limits --------------------------------------------------------------------------------
+def planned_minutes(s, lead):
+    """The stated rule, worked out here: estimate × 1.5 + 10 min (+ the signal lead), up to 5 minutes."""
+    return math.ceil((s.est_hours * 60 * 1.5 + 10 + lead / 60) / 5) * 5
+
+
+def test_limit_is_the_estimate_with_its_margin_unless_the_recipe_gives_one():
+    profile = load_profile("h100-1x8")
+    plan = make_plan(profile, load_recipe())
+    for s in plan.stages:
+        if s.kind in ("data", "import"):  # the recipe's own limits: downloads the time model does not count
+            assert s.time_limit_source == f"stages.{s.kind}.time" and f"limit: stages.{s.kind}.time" in s.why
+            continue
+        lead = profile.signal_lead_s if s.requeue else 0
+        assert s.time_limit_source == "estimate" and "limit: estimate ×1.5 + 10 min" in s.why, s.why
+        assert parse_time_minutes(s.time_limit) == planned_minutes(s, lead), s.name
+        assert parse_time_minutes(s.time_limit) * 60 >= s.est_hours * 3600 * tm.LIMIT_MARGIN + lead
+    assert plan.stage("finetune").time_limit == "00:45:00"  # 19 min estimated, was default_time's 04:00:00
+    given = make_plan(profile, load_recipe(None, ["stages.finetune.time=02:00:00"])).stage("finetune")
+    assert (given.time_limit, given.time_limit_source) == ("02:00:00", "stages.finetune.time")
+
+
+def test_limit_is_capped_at_the_partition_maxtime_and_training_continues_past_it():
+    profile = load_profile("h100-1x8")
+    profile.timeouts["batch"] = "00:15:00"
+    plan = make_plan(profile, load_recipe(None, ["stages.import.time=00:15:00"]))
+    ft = plan.stage("finetune")
+    assert (ft.time_limit, ft.time_limit_source) == ("00:15:00", "timeouts.batch")
+    runs = tm.attempts(ft.est_hours * 3600, ft.est_startup_s, 15 * 60, profile.signal_lead_s)
+    assert runs > 1 and f"~{runs - 1} continuation(s) past the 00:15:00 limit" in ft.why
+    report = plan.stage("report")  # 6 min estimated: under the cap, which still bounds its planned 20 min
+    assert (report.time_limit, report.time_limit_source) == ("00:15:00", "timeouts.batch")
+    assert plan.stage("data").time_limit == "02:00:00"  # the cpu partition's own limit is 04:00:00
+
+
+def test_a_partition_without_maxtime_caps_at_default_time():
+    profile = profile_of(1, 8, 80, default_time="00:20:00")
+    s = make_plan(profile, load_recipe()).stage("prune_width")  # 9 min estimated: 25 min planned
+    assert s.time_limit_source == "default_time" and s.time_limit == "00:20:00"
+
+
+def test_training_beyond_its_continuations_is_refused_with_the_fix():
+    profile = load_profile("h100-1x8")
+    recipe = load_recipe(None, ["stages.finetune.steps=12000"])  # ~125 h at 4 h a run: 33 runs, 11 allowed
+    with pytest.raises(UserError) as info:
+        make_plan(profile, recipe)
+    assert info.value.key == "stages.finetune" and "max_continuations=10 allows" in str(info.value)
+    assert "raise max_continuations" in str(info.value)
+    profile.max_continuations = 40
+    ft = make_plan(profile, recipe).stage("finetune")
+    runs = tm.attempts(ft.est_hours * 3600, ft.est_startup_s, 240 * 60, profile.signal_lead_s)
+    assert 11 < runs <= 41 and f"~{runs - 1} continuation(s)" in ft.why
+
+
+def test_a_stage_that_cannot_continue_must_fit_its_cap():
+    recipe = load_recipe(None, ["stages.prune.num_train_samples=200000"])
+    with pytest.raises(UserError) as info:
+        make_plan(load_profile("h100-1x8"), recipe)
+    assert info.value.key == "stages.prune" and "only training stages continue" in str(info.value)
+    within = make_plan(load_profile("h100-1x8"), load_recipe(None, ["stages.prune.num_train_samples=200000",
+                                                                    "stages.prune.time=04:00:00"]))
+    assert "WARNING: estimate" in within.stage("prune_width").why  # the recipe's own limit is the user's call
+
+
+def test_a_recipe_limit_above_maxtime_is_refused_with_the_fix():
+    with pytest.raises(UserError) as info:
+        make_plan(load_profile("h100-1x8"), load_recipe(None, ["stages.report.time=05:00:00"]))
+    assert info.value.key == "stages.report.time" and "leave time out" in str(info.value)
+
+
+def test_the_local_executor_neither_caps_nor_refuses_limits_it_does_not_enforce():
+    s = make_plan(load_profile("local"), load_recipe("tiny", ["stages.finetune.steps=9000000"])).stage("finetune")
+    assert s.time_limit_source == "stages.finetune.time"
+    s = make_plan(load_profile("local"), load_recipe("tiny", ["stages.prune.num_train_samples=9000000"])).stage(
+        "prune_width")
+    assert s.time_limit_source == "stages.prune.time" and "WARNING" not in s.why
+
+
+class _Sinfo:
+    """A Slurm client whose sinfo lists the given partitions; accounting is off."""
+
+    def __init__(self, stdout):
+        self.stdout = stdout
+
+    def run(self, argv, check=False):
+        if argv[0] == "sinfo":
+            return subprocess.CompletedProcess(argv, 0, self.stdout, "")
+        return subprocess.CompletedProcess(argv, 1, "", "accounting is off")
+
+
+def test_submit_preflight_refuses_a_limit_above_the_maxtime_sinfo_reports():
+    profile = load_profile("h100-1x8")
+    plan = make_plan(profile, load_recipe())
+    check_cluster_offers(_Sinfo("batch*|gpu:8|4:00:00|1|n1\ncpu|(null)|infinite|2|c[1-2]\n"), profile, plan.stages)
+    with pytest.raises(UserError) as info:
+        check_cluster_offers(_Sinfo("batch*|gpu:8|30:00|1|n1\ncpu|(null)|infinite|2|c[1-2]\n"), profile, plan.stages)
+    assert info.value.key == "timeouts.batch" and "00:30:00" in str(info.value)
