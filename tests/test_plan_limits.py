@@ -1,19 +1,21 @@
-"""What the user and the cluster say bounds the plan (issue 23 item 5): each stage's time limit is its
-estimate with a margin within its partition's MaxTime."""
+"""What the user and the cluster say bounds the plan (issue 23 item 5): `--nodes` / `max_nodes` cap every
+stage's nodes, and each stage's time limit is its estimate with a margin within its partition's MaxTime."""
 
+import json
 import math
 import subprocess
 
 import pytest
 
 from launcher.backends.slurm_preflight import check_cluster_offers
-from launcher.config.profile import load_profile, profile_from_located
+from launcher.config.profile import cap_nodes, load_profile, profile_from_located
 from launcher.config.recipe import load_recipe
 from launcher.config.values import parse_time_minutes
 from launcher.config.yamlfile import Located
 from launcher.core.errors import UserError
 from launcher.planning import timemodel as tm
 from launcher.planning.planner import make_plan
+from tests.conftest import run_cli, write_profile
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +27,52 @@ def profile_of(nodes, gpus, memory, **more):
     data = {"executor": "slurm", "nodes": nodes, "gpus_per_node": gpus, "gpu": {"model": "H100", "memory_gib": memory},
             "partition": "gpu", "cpu_partition": "cpu", "job_dir": "/shared/runs", "container": "none", **more}
     return profile_from_located(Located(data=data, file="generated.yaml"), "generated.yaml")
+
+
+def capped(name, nodes):
+    profile = load_profile(name)
+    cap_nodes(profile, nodes)
+    return profile
+
+
+# -- a: --nodes and max_nodes ----------------------------------------------------------------------
+def test_nodes_caps_every_stage_and_says_so():
+    plan = make_plan(capped("h100-4x8", 2), load_recipe())
+    assert max(s.nodes for s in plan.stages) == 2
+    for name in ("finetune", "distill_depth", "distill_width"):  # 4 of 4 nodes uncapped (test_planner)
+        assert plan.stage(name).nodes == 2
+        assert "at most 2 of the profile's 4 nodes" in plan.stage(name).why
+
+
+def test_max_nodes_in_the_profile_caps_as_nodes_does():
+    by_key = make_plan(profile_of(4, 8, 80, max_nodes=2), load_recipe())
+    profile = profile_of(4, 8, 80)
+    cap_nodes(profile, 2)
+    by_flag = make_plan(profile, load_recipe())
+    assert [(s.name, s.nodes, s.gpus_per_node) for s in by_key.stages] == \
+        [(s.name, s.nodes, s.gpus_per_node) for s in by_flag.stages]
+    assert by_key.stage("finetune").nodes == 2
+
+
+def test_nodes_above_the_profile_or_under_a_stage_setting_are_refused():
+    profile = load_profile("h100-4x8")
+    with pytest.raises(UserError) as info:
+        cap_nodes(profile, 5)
+    assert info.value.key == "--nodes" and "h100-4x8.yaml" in str(info.value)
+    with pytest.raises(UserError) as info:
+        make_plan(capped("h100-4x8", 2), load_recipe(None, ["stages.finetune.nodes=3"]))
+    assert info.value.key == "stages.finetune.nodes" and "cap of 2" in str(info.value)
+
+
+def test_dry_run_with_nodes_records_the_cap_and_asks_slurm_for_it(tmp_path):
+    profile = write_profile(tmp_path / "four.yaml", nodes=4, timeouts={"batch": "04:00:00", "cpu": "04:00:00"})
+    proc = run_cli("submit", "--dry-run", "--json", "--profile", profile, "--nodes", "2",
+                   env={"MINITRON_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert "max_nodes: 2" in (tmp_path / out["run_dir"] / "profile.yaml").read_text()
+    finetune = open(out["scripts"]["finetune"]).read()
+    assert "#SBATCH --nodes=2\n" in finetune and "    --nodes=2 " in finetune
 
 
 # -- c: time limits --------------------------------------------------------------------------------

@@ -94,7 +94,8 @@ def check_cluster_offers(client, profile, plan_stages: Sequence) -> None:
                             f"(partitions: {known})", file=profile.source, key=key)
         if stage.nodes > part.nodes:
             raise UserError(f"stage {stage.name} needs {stage.nodes} nodes but partition {part.name} has "
-                            f"{part.nodes}; lower nodes in the profile", file=profile.source, key="nodes")
+                            f"{part.nodes}; lower nodes in the profile (or pass --nodes)", file=profile.source,
+                            key="nodes")
         maxtime = _minutes(part.time_limit)
         if maxtime is not None and parse_time_minutes(stage.time_limit) > maxtime:
             raise UserError(f"stage {stage.name}'s limit {stage.time_limit} ({stage.time_limit_source}) is above "
