@@ -1,5 +1,6 @@
 """What the user and the cluster say bounds the plan (issue 23 item 5): `--nodes` / `max_nodes` cap every
-stage's nodes, and each stage's time limit is its estimate with a margin within its partition's MaxTime."""
+stage's nodes, stages that gain nothing from nodes take fewer, each stage's time limit is its estimate with a
+margin within its partition's MaxTime, and pruning spans nodes where one node cannot hold its pipeline."""
 
 import json
 import math
@@ -7,6 +8,9 @@ import subprocess
 
 import pytest
 
+from jobs.contract import RunLayout
+from jobs.contract.config import validate
+from launcher.backends import executor_for
 from launcher.backends.slurm_preflight import check_cluster_offers
 from launcher.config.profile import cap_nodes, load_profile, profile_from_located
 from launcher.config.recipe import load_recipe
@@ -15,6 +19,7 @@ from launcher.config.yamlfile import Located
 from launcher.core.errors import UserError
 from launcher.planning import timemodel as tm
 from launcher.planning.planner import make_plan
+from launcher.rendering.stageconfig import build_stage_config
 from tests.conftest import run_cli, write_profile
 
 
@@ -73,6 +78,20 @@ def test_dry_run_with_nodes_records_the_cap_and_asks_slurm_for_it(tmp_path):
     assert "max_nodes: 2" in (tmp_path / out["run_dir"] / "profile.yaml").read_text()
     finetune = open(out["scripts"]["finetune"]).read()
     assert "#SBATCH --nodes=2\n" in finetune and "    --nodes=2 " in finetune
+
+
+# -- b: stages that gain nothing from more nodes take fewer ---------------------------------------
+def test_stages_take_only_the_nodes_they_use_and_say_why():
+    plan = make_plan(capped("h100-4x8", 3), load_recipe())
+    # 3 nodes × 8 GPUs: no TP·PP·DP of 24 GPUs splits GBS 128, so training takes 2 of the 3 it may
+    for name in ("finetune", "distill_depth", "distill_width"):
+        s = plan.stage(name)
+        assert s.nodes == 2 and s.global_batch_size % (s.micro_batch_size * s.dp) == 0
+        assert "on 2 of 3 nodes" in s.why and "at most 3 of the profile's 4 nodes" in s.why
+    assert (plan.stage("import").nodes, plan.stage("import").gpus_per_node) == (1, 1)
+    assert "one GPU" in plan.stage("import").why
+    assert plan.stage("prune_width").nodes == 1 and "one node holds its pipeline" in plan.stage("prune_width").why
+    assert plan.stage("report").nodes == 1 and "one node" in plan.stage("report").why
 
 
 # -- c: time limits --------------------------------------------------------------------------------
@@ -172,3 +191,30 @@ def test_submit_preflight_refuses_a_limit_above_the_maxtime_sinfo_reports():
     with pytest.raises(UserError) as info:
         check_cluster_offers(_Sinfo("batch*|gpu:8|30:00|1|n1\ncpu|(null)|infinite|2|c[1-2]\n"), profile, plan.stages)
     assert info.value.key == "timeouts.batch" and "00:30:00" in str(info.value)
+
+
+# -- d: pruning spans nodes ------------------------------------------------------------------------
+def test_three_nodes_of_four_40gib_gpus_prune_at_pp8_over_two_nodes(tmp_path):
+    profile, recipe = profile_of(3, 4, 40), load_recipe()
+    plan = make_plan(profile, recipe)  # refused before: "pruning needs 36.8 GiB per GPU at PP=4"
+    layout = RunLayout(str(tmp_path / "run"))
+    for name in ("prune_depth", "prune_width"):
+        s = plan.stage(name)
+        assert (s.nodes, s.gpus_per_node, s.tp, s.pp, s.dp) == (2, 4, 1, 8, 1)
+        assert "one node's PP=4 needs 36.8 GiB" in s.why
+        script = executor_for("slurm").render_script("run", layout.run_dir, profile, s, plan.stages)
+        assert "#SBATCH --nodes=2\n" in script and "#SBATCH --gpus-per-node=4\n" in script
+        assert "--nodes=2 --ntasks-per-node=4" in script
+        config = build_stage_config("run", layout, recipe, s)
+        validate(config.to_json())  # what the job reads: its trainer takes nodes, GPUs and PP from here
+        assert config.parallel == {"nodes": 2, "gpus_per_node": 4, "tp": 1, "pp": 8, "cp": 1, "dp": 1,
+                                   "sequence_parallel": False}
+
+
+def test_pruning_stays_on_one_node_where_it_fits_and_an_explicit_pp_may_span_nodes():
+    assert make_plan(load_profile("h100-1x8"), load_recipe()).stage("prune_width").nodes == 1
+    with pytest.raises(UserError) as info:
+        make_plan(load_profile("h100-1x8"), load_recipe(None, ["stages.prune.pp=16"]))
+    assert info.value.key == "stages.prune.pp"
+    s = make_plan(profile_of(2, 8, 80), load_recipe(None, ["stages.prune.pp=16"])).stage("prune_width")
+    assert (s.nodes, s.gpus_per_node, s.pp) == (2, 8, 16)

@@ -76,9 +76,12 @@ def check_invariants(plan, profile, recipe):
             assert m.num_attention_heads % s.tp == 0 and m.num_query_groups % s.tp == 0
             assert m.num_layers % s.pp == 0
             assert math.isclose(s.est_gpu_hours, s.est_hours * world, rel_tol=0.02, abs_tol=0.01)
-        if s.kind == "prune":
-            assert s.tp == 1 and s.nodes == 1
+        if s.kind == "prune":  # TP=1, DP=1; more than one node only where one cannot hold the pipeline
+            assert s.tp == 1 and s.dp == 1 and s.nodes <= profile.node_cap
             assert s.global_batch_size == s.micro_batch_size
+            if s.nodes > 1:
+                one_node = max(d for d in divisors(recipe.model.num_layers) if d <= profile.gpus_per_node)
+                assert prune_memory(profile, recipe, one_node) > profile.gpu.memory_gib * USABLE_FRACTION
     # Stages share the GPUs: the run takes at least its longest stage and at most all of them in a row,
     # and no stage starts before its dependencies have finished.
     total = plan.critical_path_hours()
@@ -86,6 +89,13 @@ def check_invariants(plan, profile, recipe):
     times = plan.schedule()
     for s in plan.stages:
         assert all(times[s.name][0] >= times[d][1] - 1e-9 for d in s.depends_on)
+
+
+def prune_memory(profile, recipe, pp):
+    """GiB per GPU of the teacher's pruning forward at TP=1 and `pp`."""
+    st = recipe.settings("prune")
+    seq = st.seq_length or recipe.data.seq_length
+    return mm.inference_memory(teacher_shape(recipe), pp, st.micro_batch_size, seq, profile.attention).total / mm.GIB
 
 
 def fits_somewhere(profile, recipe, kind, pruning=None, nodes=None):

@@ -3,8 +3,9 @@
 Rules (from the tutorial and Megatron): world = nodes × GPUs = TP·PP·CP·DP; TP stays inside a node
 and divides the heads and query groups; PP divides the layers; GBS is a multiple of MBS·DP. The
 smallest TP, then PP, whose memory estimate fits is chosen; the recipe's micro-batch is the largest
-tried (training.py). Pruning runs at TP=1 with PP over one node's GPUs; evaluation runs every model on
-one node (TP=1, data-parallel); data prep is CPU-only. Which of these a stage gets is its kind's
+tried (training.py). No stage takes more than the profile's node_cap (max_nodes or --nodes). Pruning
+runs at TP=1 with PP over one node's GPUs, or over the fewest nodes that hold it; evaluation runs every
+model on one node (TP=1, data-parallel); data prep is CPU-only. Which of these a stage gets is its kind's
 `estimate` in the stage-kind table (jobs/contract/kinds.py). A recipe with `layout: tutorial` takes
 the NeMo 2 tutorial's own layouts instead, or is refused where they cannot run.
 
@@ -165,34 +166,53 @@ class Planner(TrainingLayouts):
         return self.profile.gpus_per_node
 
     def _plan_prune(self, sp: StagePlan, st: Any) -> None:
+        """TP=1 and the largest PP one node holds; where the model does not fit one node's GPUs that way, the
+        smallest PP over more nodes (at most the cap) that fits: pruning gains nothing from more."""
         key = f"stages.{sp.kind}"
         gpn = self._need_gpus(key)
         shape = teacher_shape(self.recipe)
         seq = st.seq_length or self.recipe.data.seq_length
         tutorial = self.recipe.layout == "tutorial"
+        cap = self.profile.node_cap
         if tutorial:
             self._tutorial_gpus(key)
             self._tutorial_conflicts(st, key, {"pp": TUTORIAL_PRUNE_PP})
             if shape.num_layers % TUTORIAL_PRUNE_PP:
                 raise self.recipe.error("layout", f"the tutorial's layout prunes at PP={TUTORIAL_PRUNE_PP}, which "
                                         f"does not divide the {shape.num_layers} layers; use layout: planned")
-            pp = TUTORIAL_PRUNE_PP
+            candidates = [TUTORIAL_PRUNE_PP]
         elif st.pp:
-            if st.pp > gpn:
-                raise self.recipe.error(f"{key}.pp", f"pp={st.pp} exceeds gpus_per_node={gpn} (pruning runs on one node)")
             if shape.num_layers % st.pp:
                 raise self.recipe.error(f"{key}.pp", f"pp={st.pp} does not divide the {shape.num_layers} layers")
-            pp = st.pp
+            if _pipeline_nodes(st.pp, gpn, cap) is None:
+                raise self.recipe.error(f"{key}.pp", f"pp={st.pp} does not fit {cap} node(s) of {gpn} GPUs, each "
+                                        f"holding an equal share of the stages")
+            candidates = [st.pp]
         else:
-            pp = max(d for d in divisors(shape.num_layers) if d <= gpn)
-        est = mm.inference_memory(shape, pp, st.micro_batch_size, seq, self.profile.attention)
-        if est.total > self.usable:
+            one_node = max(d for d in divisors(shape.num_layers) if d <= gpn)
+            candidates = [one_node] + [d for d in divisors(shape.num_layers)
+                                       if d > gpn and _pipeline_nodes(d, gpn, cap) is not None]
+        first = None
+        for pp in candidates:
+            nodes = _pipeline_nodes(pp, gpn, cap)
+            est = mm.inference_memory(shape, pp, st.micro_batch_size, seq, self.profile.attention)
+            first = first or (pp, est)
+            if est.total <= self.usable:
+                break
+        else:
+            over = f" over {nodes} nodes" if nodes > 1 else ""
             raise self.recipe.error("layout" if tutorial else key, f"pruning needs {gib(est.total)} GiB per GPU at "
-                                    f"PP={pp} (TP=1), more than {gib(self.usable)} usable of {self.gpu_gib:g}"
+                                    f"PP={pp} (TP=1){over}, more than {gib(self.usable)} usable of {self.gpu_gib:g}"
                                     + ("; use layout: planned" if tutorial else ""))
+        placement = ""
+        if nodes > 1:
+            placement = (f"; {nodes} nodes: one node's PP={first[0]} needs {gib(first[1].total)} GiB per GPU, more "
+                         f"than {gib(self.usable)} usable")
+        elif cap > 1:
+            placement = "; one node holds its pipeline"
         spec = self.recipe.pruning[sp.pruning]
         calibrates = spec.drop_layers is None
-        sp.nodes, sp.gpus_per_node, sp.tp, sp.pp = 1, pp, 1, pp
+        sp.nodes, sp.gpus_per_node, sp.tp, sp.pp = nodes, pp // nodes, 1, pp
         sp.micro_batch_size = sp.global_batch_size = st.micro_batch_size
         sp.grad_accum = 1
         sp.seq_length = seq
@@ -209,7 +229,7 @@ class Planner(TrainingLayouts):
             f"{k.removeprefix('target_')}={v}" for k, v in spec.targets().items())
         sp.why = (("tutorial layout " if tutorial else "") + f"TP=1 PP={pp}: pruning needs TP=1; {what}"
                   + (f"; {st.num_train_samples} calibration samples at batch {st.micro_batch_size}" if calibrates
-                     else "; no calibration"))
+                     else "; no calibration") + placement)
 
     def _plan_evaluation(self, sp: StagePlan, st: Any) -> None:
         """Validation of every model on the batches its kind's `batches_from` trained on: data-parallel
@@ -241,7 +261,8 @@ class Planner(TrainingLayouts):
         sp.est_hours = (sp.est_startup_s + tokens * mm.forward_flops_per_token(shape, seq) / (gpn * self.tflops * 1e12)
                         + batches * tm.MICRO_BATCH_OVERHEAD_S) / 3600
         sp.why = (f"TP=1 PP={pp} DP={dp} MBS={mbs}: validation loss of {models} models on {trained.limit_val_batches} "
-                  f"batches of {gbs}, then {then}")
+                  f"batches of {gbs}, then {then}" + ("; one node: forward passes only" if self.profile.node_cap > 1
+                                                      else ""))
 
     def _evaluation_layout(self, shape: mm.Shape, trained: Any, seq: int, gpn: int,
                            key: str) -> tuple[int, int, mm.MemoryEstimate]:
@@ -275,6 +296,8 @@ class Planner(TrainingLayouts):
         else:
             moved = 2 * mm.WEIGHT_BYTES * sum(student_shape(self.recipe, s).total_params() for s in self.recipe.students)
             sp.why = "convert each distilled student to Hugging Face format"
+        if gpus and self.profile.nodes * self.profile.gpus_per_node > gpus:
+            sp.why += "; one GPU: a conversion uses no more"
         sp.est_startup_s = round(self._startup_s(True) + moved / tm.HOST_BYTES_PER_SECOND, 1)
         sp.est_hours = sp.est_startup_s / 3600
 
@@ -370,6 +393,11 @@ class Planner(TrainingLayouts):
         raise self.recipe.error(key, f"the {sp.name} stage's estimate of {sp.est_hours:.1f} h exceeds its {limit} "
                                 f"limit ({source}), and only training stages continue past their limit",
                                 f"give stages.{sp.kind}.partition a longer limit, or the stage less work")
+
+
+def _pipeline_nodes(pp: int, gpn: int, cap: int) -> int | None:
+    """The fewest nodes (at most `cap`) whose GPUs hold a pipeline of `pp` stages in equal shares."""
+    return next((n for n in range(math.ceil(pp / gpn), min(cap, pp) + 1) if pp % n == 0), None)
 
 
 def make_plan(profile: ClusterProfile, recipe: Recipe) -> Plan:
