@@ -79,9 +79,12 @@ def check_invariants(plan, profile, recipe):
             assert m.num_attention_heads % s.tp == 0 and m.num_query_groups % s.tp == 0
             assert m.num_layers % s.pp == 0
             assert math.isclose(s.est_gpu_hours, s.est_hours * world, rel_tol=0.02, abs_tol=0.01)
-        if s.kind == "prune":
-            assert s.tp == 1 and s.nodes == 1
+        if s.kind == "prune":  # TP=1, DP=1; more than one node only where one cannot hold the pipeline
+            assert s.tp == 1 and s.dp == 1 and s.nodes <= profile.node_cap
             assert s.global_batch_size == s.micro_batch_size
+            if s.nodes > 1:
+                one_node = max(d for d in divisors(recipe.model.num_layers) if d <= profile.gpus_per_node)
+                assert prune_memory(profile, recipe, one_node) > profile.gpu.memory_gib * USABLE_FRACTION
     # Stages share the GPUs: the run takes at least its longest stage and at most all of them in a row,
     # and no stage starts before its dependencies have finished.
     total = plan.critical_path_hours()
@@ -89,6 +92,13 @@ def check_invariants(plan, profile, recipe):
     times = plan.schedule()
     for s in plan.stages:
         assert all(times[s.name][0] >= times[d][1] - 1e-9 for d in s.depends_on)
+
+
+def prune_memory(profile, recipe, pp):
+    """GiB per GPU of the teacher's pruning forward at TP=1 and `pp`."""
+    st = recipe.settings("prune")
+    seq = st.seq_length or recipe.data.seq_length
+    return mm.inference_memory(teacher_shape(recipe), pp, st.micro_batch_size, seq, profile.attention).total / mm.GIB
 
 
 def fits_somewhere(profile, recipe, kind, pruning=None, nodes=None):
@@ -216,7 +226,9 @@ def test_fixed_policy_keeps_gbs_and_linear_scales_it():
 
 
 def test_token_budget_sets_steps():
-    plan = make_plan(load_profile("h100-1x8"), load_recipe(None, ["stages.distill.tokens=94e9"]))
+    profile = load_profile("h100-1x8")
+    profile.max_continuations = 200  # the paper's 94B tokens take ~640 h on one node: 161 runs of 4 h
+    plan = make_plan(profile, load_recipe(None, ["stages.distill.tokens=94e9"]))
     s = plan.stage("distill_depth")
     assert s.steps == math.ceil(94e9 / (128 * 8192))
 
@@ -450,9 +462,12 @@ def test_the_test_gpu_plans_as_an_h100_does():
 def test_a_continuation_budget_above_what_the_run_can_use_is_refused():
     """FREE_CONTINUATIONS always; above it, twice what the longest training stage needs by the estimate."""
     long_run = load_recipe(None, ["stages.distill.tokens=94e9"])
-    plan = make_plan(profile_of(1, 8, 80), long_run)
-    needed = max(continuations_needed(s) for s in plan.stages if s.requeue)
-    assert needed > FREE_CONTINUATIONS and "(WARNING: max_continuations is 10" in plan.stage("distill_width").why
+    plan = make_plan(profile_of(1, 8, 80, max_continuations=200), long_run)  # enough, and not too many
+    lead = profile_of(1, 8, 80).signal_lead_s
+    needed = max(continuations_needed(s, lead) for s in plan.stages if s.requeue)
+    assert needed > FREE_CONTINUATIONS
+    with pytest.raises(UserError, match="more than the 11 that max_continuations=10 allows"):
+        make_plan(profile_of(1, 8, 80), long_run)  # too few: refused at plan time (tests/test_plan_limits.py)
     for recipe, allowed in ((load_recipe(), FREE_CONTINUATIONS), (long_run, 2 * needed)):
         make_plan(profile_of(1, 8, 80, max_continuations=allowed), recipe)
         with pytest.raises(UserError) as info:

@@ -22,7 +22,8 @@ class Resources(str, enum.Enum):
 
     CPU = "cpu"            # no GPU (the profile's CPU partition)
     ONE_GPU = "one_gpu"    # at most one GPU (a checkpoint conversion)
-    ONE_NODE = "one_node"  # the GPUs of one node (pipeline-parallel pruning, data-parallel evaluation)
+    ONE_NODE = "one_node"  # the GPUs of one node (data-parallel evaluation)
+    PIPELINE = "pipeline"  # one node's GPUs, or the fewest nodes that hold the pipeline (pipeline-parallel pruning)
     NODES = "nodes"        # the nodes and GPUs the planner lays out (training)
 
 
@@ -32,7 +33,7 @@ class Estimate(str, enum.Enum):
     DATA = "data"              # tokenise on CPU workers
     HF_IMPORT = "hf_import"    # convert the source model into a checkpoint (or build a random one)
     TRAINING = "training"      # layout search, FLOPs per step, validation, checkpoint saves
-    PRUNING = "pruning"        # TP=1, PP over one node, calibration forward passes
+    PRUNING = "pruning"        # TP=1, PP over one node (or the fewest that hold it), calibration forward passes
     EVALUATION = "evaluation"  # validation forward passes of every model, data-parallel on one node
     HF_EXPORT = "hf_export"    # convert each student back to Hugging Face
     PROBE = "probe"            # the container probe: no model
@@ -124,7 +125,7 @@ KINDS: tuple[StageKind, ...] = (
         "prune", "jobs.stages.prune", "depth or width pruning of the fine-tuned teacher (ModelOpt Minitron)",
         sections=("model", "data", "parallel", "batch", "prune", "engine"),
         inputs=(Input("model", "finetune", "model"), DATA),
-        outputs=(MODEL,), resources=Resources.ONE_NODE, estimate=Estimate.PRUNING, per=Per.PRUNING, tag="pr-",
+        outputs=(MODEL,), resources=Resources.PIPELINE, estimate=Estimate.PRUNING, per=Per.PRUNING, tag="pr-",
         settings="pruning", packages=NEMO),
     StageKind(
         "distill", "jobs.stages.distill", "logits distillation of a pruned student from the teacher",

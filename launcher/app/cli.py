@@ -22,6 +22,18 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", "-r", metavar="FILE|NAME", help="pipeline recipe (default: minitron-8b-wikitext)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. stages.distill.steps=300 (repeatable)")
+    parser.add_argument("--nodes", type=_count, metavar="N",
+                        help="each stage takes at most N of the profile's nodes (default: the profile's max_nodes)")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def _add_wide(parser: argparse.ArgumentParser) -> None:

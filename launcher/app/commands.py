@@ -35,7 +35,7 @@ STATUS_EXIT = {RunState.DONE: ExitCode.OK, RunState.PENDING: ExitCode.LIVE, RunS
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    inputs = load_inputs(args.profile, args.recipe, args.overrides)
+    inputs = load_inputs(args.profile, args.recipe, args.overrides, args.nodes)
     plan = make_plan(inputs.profile, inputs.recipe)
     if args.json:
         print_json(plan.to_json())
@@ -51,7 +51,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UserError("--smoke runs the bundled tiny recipe: leave out --recipe (use --set to change it)",
                             key="--recipe")
         recipe, overrides = smoke_inputs(args.overrides)
-    inputs = load_inputs(args.profile, recipe, overrides)
+    inputs = load_inputs(args.profile, recipe, overrides, args.nodes)
     plan = make_plan(inputs.profile, inputs.recipe)
     if not args.dry_run:
         preflight(inputs, plan)

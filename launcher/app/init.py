@@ -260,7 +260,7 @@ def render_profile(facts: ClusterFacts, answers: dict[str, Answer], nodes: int, 
                            + (f"; {no_limit}" if unlimited else "")))
     else:
         lines.append(f"# timeouts: not set; {no_limit}")
-    lines.append(_line("default_time", default_time, "a stage's limit where the recipe gives none"
+    lines.append(_line("default_time", default_time, "the longest planned limit where timeouts names none"
                        + (f" (capped at {part.name}'s MaxTime)" if default_time != DEFAULT_TIME else "")))
     if image == "none":
         lines.append(_line("container", "none", f"{answers['container'].note}: stages run on the nodes' own Python"))

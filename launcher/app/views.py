@@ -136,7 +136,9 @@ def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
     out = console()
     out.print(_fitted(out, PLAN_COLUMNS, rows, wide, title_justify="left",
                      title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
-                                f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model})")))
+                                f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model}"
+                                + (f", at most {profile.node_cap} a stage" if profile.node_cap < profile.nodes else "")
+                                + ")")))
     for s in plan.stages:
         out.print(f"  [bold]{text(s.name)}[/]: {text(s.why)}")
     data = plan.to_json()

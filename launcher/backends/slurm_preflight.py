@@ -2,7 +2,7 @@
 
 `check_cluster_offers` runs at `minitron submit` (one `sinfo` call, plus `sacctmgr` only when the
 profile names an account or qos): a partition that does not exist, an account or qos unknown to
-accounting, or a stage that asks for more GPUs or nodes than its partition has is a UserError
+accounting, or a stage that asks for more GPUs, nodes or time than its partition has is a UserError
 (exit 2, nothing created, nothing queued). `slurm_checks` is `minitron check`'s view of the same.
 """
 
@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..config.values import format_minutes, parse_time_minutes
 from ..core.errors import SlurmError, UserError
 from .base import Check
 
@@ -55,6 +56,14 @@ def parse_sinfo(stdout: str) -> dict[str, Partition]:
     return partitions
 
 
+def _minutes(limit: str) -> int | None:
+    """sinfo's %l in minutes; None for `infinite`, `UNLIMITED` or anything else without a number."""
+    try:
+        return parse_time_minutes(limit)
+    except ValueError:
+        return None
+
+
 def read_partitions(client) -> dict[str, Partition]:
     argv = ["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]
     proc = client.run(argv, check=False)
@@ -85,7 +94,14 @@ def check_cluster_offers(client, profile, plan_stages: Sequence) -> None:
                             f"(partitions: {known})", file=profile.source, key=key)
         if stage.nodes > part.nodes:
             raise UserError(f"stage {stage.name} needs {stage.nodes} nodes but partition {part.name} has "
-                            f"{part.nodes}; lower nodes in the profile", file=profile.source, key="nodes")
+                            f"{part.nodes}; lower nodes in the profile (or pass --nodes)", file=profile.source,
+                            key="nodes")
+        maxtime = _minutes(part.time_limit)
+        if maxtime is not None and parse_time_minutes(stage.time_limit) > maxtime:
+            raise UserError(f"stage {stage.name}'s limit {stage.time_limit} ({stage.time_limit_source}) is above "
+                            f"partition {part.name}'s MaxTime {part.time_limit} (sinfo)", file=profile.source,
+                            key=f"timeouts.{part.name}",
+                            hint=f"set it to {format_minutes(maxtime)}: the plan then keeps every limit within it")
         if stage.gpus_per_node and part.gpus_per_node and stage.gpus_per_node > part.gpus_per_node:
             raise UserError(f"stage {stage.name} needs {stage.gpus_per_node} GPUs per node but partition "
                             f"{part.name} offers {part.gpus_per_node}", file=profile.source, key="gpus_per_node")

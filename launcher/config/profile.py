@@ -112,6 +112,8 @@ class ClusterProfile:
     gpus_per_node: int = field(min=0, max=64)
     gpu: GpuSpec
     job_dir: str = field(doc="run directories are created here; $VARS are expanded")
+    max_nodes: Optional[int] = field(None, min=1, max=10000,
+                                     doc="the most nodes any stage takes (`--nodes` replaces it); default: nodes")
     cpus_per_node: int = field(0, min=0, max=4096, doc="0: let Slurm decide")
     mem_per_node: str = field("0", check=check_memory, doc="sbatch --mem: N[K|M|G|T], M if none; 0 = all of it")
     partition: Optional[str] = field(None, check=check_directive)
@@ -120,8 +122,9 @@ class ClusterProfile:
     account: Optional[str] = field(None, check=check_directive)
     qos: Optional[str] = field(None, check=check_directive)
     timeouts: dict[str, str] = field({}, check=lambda m: next(filter(None, map(check_time, m.values())), None),
-                                     doc="longest time limit per partition")
-    default_time: str = field("04:00:00", check=check_time)
+                                     doc="longest time limit per partition (MaxTime): planned limits stop there")
+    default_time: str = field("04:00:00", check=check_time,
+                              doc="the longest planned limit in a partition that timeouts names no limit for")
     containers: dict[str, str] = field({}, doc="named container images")
     container: str = field("nemo", doc="which entry of containers the stages run in; 'none': bare metal")
     container_workdir: Optional[str] = field(None, check=_check_absolute)
@@ -173,9 +176,23 @@ class ClusterProfile:
         comments = [arg.partition("=")[2] for arg in self.sbatch_args if arg.startswith("--comment=")]
         return comments, [arg for arg in self.sbatch_args if not arg.startswith("--comment=")]
 
+    @property
+    def node_cap(self) -> int:
+        """The most nodes one stage may take: max_nodes (or `--nodes`), else every node of the profile."""
+        return self.max_nodes or self.nodes
+
     def time_limit_minutes(self, partition: str | None) -> int | None:
         limit = self.timeouts.get(partition or "")
         return parse_time_minutes(limit) if limit else None
+
+
+def cap_nodes(profile: ClusterProfile, nodes: int) -> None:
+    """`--nodes N`: every stage takes at most N of the profile's nodes. It replaces max_nodes, so the
+    run directory's resolved profile records it."""
+    if nodes > profile.nodes:
+        raise UserError(f"{nodes} is more than the {profile.nodes} node(s) of profile {profile.source}",
+                        key="--nodes", hint=f"give at most {profile.nodes}, or raise nodes in the profile")
+    profile.max_nodes = nodes
 
 
 def _expand(value: str, key: str, src: Located) -> str:
@@ -248,6 +265,9 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
     if executor.max_nodes is not None and profile.nodes > executor.max_nodes:
         raise src.error("nodes", f"the {profile.executor} executor runs stages on exactly one node"
                         f"{'' if executor.max_nodes == 1 else f' to {executor.max_nodes}'}, got {profile.nodes}")
+    if profile.max_nodes is not None and profile.max_nodes > profile.nodes:
+        raise src.error("max_nodes", f"{profile.max_nodes} is above nodes={profile.nodes}",
+                        f"give at most {profile.nodes}, or raise nodes")
     if profile.container != "none" and profile.container not in profile.containers:
         raise src.error("container", f"names no entry of containers ({', '.join(profile.containers) or 'none defined'})",
                         did_you_mean(profile.container, profile.containers))

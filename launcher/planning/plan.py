@@ -48,6 +48,7 @@ class StagePlan:
     partition: Optional[str] = None
     container: Optional[str] = None
     time_limit: str = "01:00:00"
+    time_limit_source: str = ""     # the key the limit came from, or "estimate" (planner.py, _time_limit)
     est_hours: float = 0.0
     est_gpu_hours: float = 0.0
     requeue: bool = False

@@ -3,13 +3,15 @@
 Rules (from the tutorial and Megatron): world = nodes × GPUs = TP·PP·CP·DP; TP stays inside a node
 and divides the heads and query groups; PP divides the layers; GBS is a multiple of MBS·DP. The
 smallest TP, then PP, whose memory estimate fits is chosen; the recipe's micro-batch is the largest
-tried (training.py). Pruning runs at TP=1 with PP over one node's GPUs; evaluation runs every model on
-one node (TP=1, data-parallel); data prep is CPU-only. Which of these a stage gets is its kind's
+tried (training.py). No stage takes more than the profile's node_cap (max_nodes or --nodes). Pruning
+runs at TP=1 with PP over one node's GPUs, or over the fewest nodes that hold it; evaluation runs every
+model on one node (TP=1, data-parallel); data prep is CPU-only. Which of these a stage gets is its kind's
 `estimate` in the stage-kind table (jobs/contract/kinds.py). A recipe with `layout: tutorial` takes
 the NeMo 2 tutorial's own layouts instead, or is refused where they cannot run.
 
 Time: timemodel.py; stages then compete for the profile's GPUs (`Plan.schedule`). Measured stage
-times (calibration.py) replace the model for a stage whose key they cover.
+times (calibration.py) replace the model for a stage whose key they cover. Each stage's time limit is
+its estimate with a margin, capped by its partition (`_time_limit`), unless the recipe gives one.
 """
 
 from __future__ import annotations
@@ -139,27 +141,18 @@ class Planner(TrainingLayouts):
             base.requeue = True
             base.stall_timeout_s = self.profile.stall_timeout_s
         base.partition = self._partition(base, settings)
-        base.time_limit = self._time_limit(base, settings)
         self._apply_calibration(base)
         base.est_gpu_hours = round(base.est_hours * base.nodes * base.gpus_per_node, 3)
         base.est_hours = round(base.est_hours, 3)
-        limit_h = parse_time_minutes(base.time_limit) / 60
-        if base.est_hours > limit_h:
-            if base.requeue:
-                needed = continuations_needed(base)
-                base.why += f"; ~{needed} continuation(s) past the {base.time_limit} limit"
-                if needed > self.profile.max_continuations:
-                    base.why += (f" (WARNING: max_continuations is {self.profile.max_continuations}: the stage "
-                                 f"stops there and `minitron resume` continues it)")
-            else:
-                base.why += f"; WARNING: estimate {base.est_hours:.1f} h exceeds its {base.time_limit} limit"
+        self._time_limit(base, settings)
         return base
 
     def _check_continuations(self, stages: list[StagePlan]) -> None:
         """Refuse a continuation budget above what the run can use (FREE_CONTINUATIONS)."""
         if not self.executor.signals_before_limit:
             return  # without a time-limit signal, continuations are the stall watchdog's alone
-        needs = {s.name: continuations_needed(s) for s in stages if s.requeue}
+        lead = self.profile.signal_lead_s
+        needs = {s.name: continuations_needed(s, lead) for s in stages if s.requeue}
         if not needs:
             return
         longest = max(needs, key=lambda name: needs[name])
@@ -199,34 +192,53 @@ class Planner(TrainingLayouts):
         return self.profile.gpus_per_node
 
     def _plan_prune(self, sp: StagePlan, st: Any) -> None:
+        """TP=1 and the largest PP one node holds; where the model does not fit one node's GPUs that way, the
+        smallest PP over more nodes (at most the cap) that fits: pruning gains nothing from more."""
         key = f"stages.{sp.kind}"
         gpn = self._need_gpus(key)
         shape = teacher_shape(self.recipe)
         seq = st.seq_length or self.recipe.data.seq_length
         tutorial = self.recipe.layout == "tutorial"
+        cap = self.profile.node_cap
         if tutorial:
             self._tutorial_gpus(key)
             self._tutorial_conflicts(st, key, {"pp": TUTORIAL_PRUNE_PP})
             if shape.num_layers % TUTORIAL_PRUNE_PP:
                 raise self.recipe.error("layout", f"the tutorial's layout prunes at PP={TUTORIAL_PRUNE_PP}, which "
                                         f"does not divide the {shape.num_layers} layers; use layout: planned")
-            pp = TUTORIAL_PRUNE_PP
+            candidates = [TUTORIAL_PRUNE_PP]
         elif st.pp:
-            if st.pp > gpn:
-                raise self.recipe.error(f"{key}.pp", f"pp={st.pp} exceeds gpus_per_node={gpn} (pruning runs on one node)")
             if shape.num_layers % st.pp:
                 raise self.recipe.error(f"{key}.pp", f"pp={st.pp} does not divide the {shape.num_layers} layers")
-            pp = st.pp
+            if _pipeline_nodes(st.pp, gpn, cap) is None:
+                raise self.recipe.error(f"{key}.pp", f"pp={st.pp} does not fit {cap} node(s) of {gpn} GPUs, each "
+                                        f"holding an equal share of the stages")
+            candidates = [st.pp]
         else:
-            pp = max(d for d in divisors(shape.num_layers) if d <= gpn)
-        est = mm.inference_memory(shape, pp, st.micro_batch_size, seq, self.profile.attention)
-        if est.total > self.usable:
+            one_node = max(d for d in divisors(shape.num_layers) if d <= gpn)
+            candidates = [one_node] + [d for d in divisors(shape.num_layers)
+                                       if d > gpn and _pipeline_nodes(d, gpn, cap) is not None]
+        first = None
+        for pp in candidates:
+            nodes = _pipeline_nodes(pp, gpn, cap)
+            est = mm.inference_memory(shape, pp, st.micro_batch_size, seq, self.profile.attention)
+            first = first or (pp, est)
+            if est.total <= self.usable:
+                break
+        else:
+            over = f" over {nodes} nodes" if nodes > 1 else ""
             raise self.recipe.error("layout" if tutorial else key, f"pruning needs {gib(est.total)} GiB per GPU at "
-                                    f"PP={pp} (TP=1), more than {gib(self.usable)} usable of {self.gpu_gib:g}"
+                                    f"PP={pp} (TP=1){over}, more than {gib(self.usable)} usable of {self.gpu_gib:g}"
                                     + ("; use layout: planned" if tutorial else ""))
+        placement = ""
+        if nodes > 1:
+            placement = (f"; {nodes} nodes: one node's PP={first[0]} needs {gib(first[1].total)} GiB per GPU, more "
+                         f"than {gib(self.usable)} usable")
+        elif cap > 1:
+            placement = "; one node holds its pipeline"
         spec = self.recipe.pruning[sp.pruning]
         calibrates = spec.drop_layers is None
-        sp.nodes, sp.gpus_per_node, sp.tp, sp.pp = 1, pp, 1, pp
+        sp.nodes, sp.gpus_per_node, sp.tp, sp.pp = nodes, pp // nodes, 1, pp
         sp.micro_batch_size = sp.global_batch_size = st.micro_batch_size
         sp.grad_accum = 1
         sp.seq_length = seq
@@ -243,7 +255,7 @@ class Planner(TrainingLayouts):
             f"{k.removeprefix('target_')}={v}" for k, v in spec.targets().items())
         sp.why = (("tutorial layout " if tutorial else "") + f"TP=1 PP={pp}: pruning needs TP=1; {what}"
                   + (f"; {st.num_train_samples} calibration samples at batch {st.micro_batch_size}" if calibrates
-                     else "; no calibration"))
+                     else "; no calibration") + placement)
 
     def _plan_evaluation(self, sp: StagePlan, st: Any) -> None:
         """Validation of every model on the batches its kind's `batches_from` trained on: data-parallel
@@ -275,7 +287,8 @@ class Planner(TrainingLayouts):
         sp.est_hours = (sp.est_startup_s + tokens * mm.forward_flops_per_token(shape, seq) / (gpn * self.tflops * 1e12)
                         + batches * tm.MICRO_BATCH_OVERHEAD_S) / 3600
         sp.why = (f"TP=1 PP={pp} DP={dp} MBS={mbs}: validation loss of {models} models on {trained.limit_val_batches} "
-                  f"batches of {gbs}, then {then}")
+                  f"batches of {gbs}, then {then}" + ("; one node: forward passes only" if self.profile.node_cap > 1
+                                                      else ""))
 
     def _evaluation_layout(self, shape: mm.Shape, trained: Any, seq: int, gpn: int,
                            key: str) -> tuple[int, int, mm.MemoryEstimate]:
@@ -309,6 +322,8 @@ class Planner(TrainingLayouts):
         else:
             moved = 2 * mm.WEIGHT_BYTES * sum(student_shape(self.recipe, s).total_params() for s in self.recipe.students)
             sp.why = "convert each distilled student to Hugging Face format"
+        if gpus and self.profile.nodes * self.profile.gpus_per_node > gpus:
+            sp.why += "; one GPU: a conversion uses no more"
         sp.est_startup_s = round(self._startup_s(True) + moved / tm.HOST_BYTES_PER_SECOND, 1)
         sp.est_hours = sp.est_startup_s / 3600
 
@@ -332,38 +347,90 @@ class Planner(TrainingLayouts):
             return self.profile.cpu_partition or self.profile.partition
         return self.profile.partition
 
-    def _time_limit(self, sp: StagePlan, st: Any) -> str:
-        """The stage's limit, refused when it is zero or too short for the pre-limit checkpoint signal;
-        errors name the key the limit came from."""
-        requested = st.time or self.profile.default_time
-        minutes = parse_time_minutes(requested)
-        cap = self.profile.time_limit_minutes(sp.partition)
-        source = self.recipe.error if st.time else None
-        key = f"stages.{sp.kind}.time" if st.time else "default_time"
-        if cap is not None and minutes > cap:
-            if st.time:
-                raise self.recipe.error(f"stages.{sp.kind}.time", f"time {st.time} exceeds the {sp.partition} partition's limit "
-                                f"{self.profile.timeouts[sp.partition or '']}")
-            minutes, source, key = cap, None, f"timeouts.{sp.partition}"
+    def _time_limit(self, sp: StagePlan, st: Any) -> None:
+        """The stage's limit and the key it came from: the recipe's `time` where it gives one (refused above
+        its partition's MaxTime), else the estimate with its margin (timemodel.planned_limit_minutes) capped
+        at the partition's MaxTime (`timeouts`), or at default_time where none is known. Refused where the
+        executor ends stages at their limit: a limit too short for the checkpoint signal, a training stage
+        whose continuations cannot cover its estimate, another stage whose estimate exceeds its cap."""
+        maxtime = self.profile.time_limit_minutes(sp.partition)
+        cap, cap_key = ((maxtime, f"timeouts.{sp.partition}") if maxtime is not None
+                        else (parse_time_minutes(self.profile.default_time), "default_time"))
+        signalled = sp.requeue and self.executor.signals_before_limit
+        lead = self.profile.signal_lead_s if signalled else 0
+        if st.time:
+            minutes, key, note = parse_time_minutes(st.time), f"stages.{sp.kind}.time", f"stages.{sp.kind}.time"
+            if maxtime is not None and minutes > maxtime:
+                raise self.recipe.error(key, f"time {st.time} exceeds the {sp.partition} partition's limit "
+                                        f"{self.profile.timeouts[sp.partition or '']}",
+                                        "give at most that, or leave time out for a limit from the estimate")
+        else:
+            minutes = tm.planned_limit_minutes(sp.est_hours * 3600, lead)
+            if signalled:
+                minutes = max(minutes, math.ceil(MIN_LIMIT_PER_SIGNAL_LEAD * lead / 60))
+            key, note = "estimate", (f"estimate ×{tm.LIMIT_MARGIN:g} + {tm.LIMIT_FLOOR_MIN} min"
+                                     + (" + signal lead" if lead else ""))
+            if self.executor.ends_at_limit and minutes > cap:
+                note = f"{cap_key}, under the estimate's {format_minutes(minutes)}"
+                minutes, key = cap, cap_key
+        sp.time_limit, sp.time_limit_source = format_minutes(minutes), key
+        sp.why += f"; limit: {note}"
         problem = None
-        lead = self.profile.signal_lead_s
         if minutes < 1:
-            problem = f"a time limit of {requested!r} leaves the {sp.name} stage no time (Slurm reads 0 as no limit): give HH:MM:SS"
-        elif sp.requeue and self.executor.signals_before_limit and minutes * 60 < MIN_LIMIT_PER_SIGNAL_LEAD * lead:
+            problem = f"a time limit of {st.time!r} leaves the {sp.name} stage no time (Slurm reads 0 as no limit): give HH:MM:SS"
+        elif signalled and minutes * 60 < MIN_LIMIT_PER_SIGNAL_LEAD * lead:
             need = format_minutes(math.ceil(MIN_LIMIT_PER_SIGNAL_LEAD * lead / 60))
             problem = (f"the {sp.name} stage's limit {format_minutes(minutes)} is under {MIN_LIMIT_PER_SIGNAL_LEAD} × "
                        f"signal_lead_s={lead} s, so its checkpoint signal would fire before any work; give at least "
                        f"{need} or lower signal_lead_s")
         if problem:
-            if source is not None:
-                raise source(key, problem)
+            if key.startswith("stages."):
+                raise self.recipe.error(key, problem)
             raise UserError(problem, file=self.profile.source, key=key)
-        return format_minutes(minutes)
+        if self.executor.ends_at_limit:
+            self._check_limit_holds(sp, minutes, lead)
+
+    def _check_limit_holds(self, sp: StagePlan, minutes: int, lead: int) -> None:
+        """A training stage continues past its limit (a checkpoint at the signal, then a requeue) at most
+        max_continuations times, each run starting again; any other stage must end within its limit. An
+        explicit recipe limit under a stage's estimate is the user's call: a warning in the why line."""
+        est_s, limit, source = sp.est_hours * 3600, format_minutes(minutes), sp.time_limit_source
+        explicit = source.startswith("stages.")
+        key = sp.time_limit_source if explicit else f"stages.{sp.kind}"
+        if lead:
+            runs = tm.attempts(est_s, sp.est_startup_s, minutes * 60, lead)
+            allowed = 1 + self.profile.max_continuations
+            if runs is not None and runs <= allowed:
+                if runs > 1:
+                    sp.why += f"; ~{runs - 1} continuation(s) past the {limit} limit"
+                return
+            needs = (f"needs {runs} runs of its {limit} limit ({source}), more than the {allowed} that "
+                     f"max_continuations={self.profile.max_continuations} allows" if runs else
+                     f"cannot progress within its {limit} limit ({source}) after a {sp.est_startup_s:.0f} s startup "
+                     f"and the {lead} s signal lead")
+            raise self.recipe.error(key, f"the {sp.name} stage's estimate of {sp.est_hours:.1f} h {needs}",
+                                    f"raise max_continuations in the profile, give stages.{sp.kind}.partition "
+                                    f"a longer limit, or fewer steps")
+        if est_s <= minutes * 60:
+            return
+        if explicit:
+            sp.why += f"; WARNING: estimate {sp.est_hours:.1f} h exceeds its {limit} limit"
+            return
+        raise self.recipe.error(key, f"the {sp.name} stage's estimate of {sp.est_hours:.1f} h exceeds its {limit} "
+                                f"limit ({source}), and only training stages continue past their limit",
+                                f"give stages.{sp.kind}.partition a longer limit, or the stage less work")
 
 
-def continuations_needed(sp: StagePlan) -> int:
-    """Time-limit continuations a requeued stage needs by its estimate."""
-    return max(0, math.ceil(sp.est_hours / (parse_time_minutes(sp.time_limit) / 60)) - 1)
+def _pipeline_nodes(pp: int, gpn: int, cap: int) -> int | None:
+    """The fewest nodes (at most `cap`) whose GPUs hold a pipeline of `pp` stages in equal shares."""
+    return next((n for n in range(math.ceil(pp / gpn), min(cap, pp) + 1) if pp % n == 0), None)
+
+
+def continuations_needed(sp: StagePlan, lead_s: int) -> int:
+    """Time-limit continuations a requeued stage needs by its estimate (the runs `timemodel.attempts` counts,
+    less the first)."""
+    runs = tm.attempts(sp.est_hours * 3600, sp.est_startup_s, parse_time_minutes(sp.time_limit) * 60, lead_s)
+    return max(0, (runs or 1) - 1)
 
 
 def make_plan(profile: ClusterProfile, recipe: Recipe) -> Plan:

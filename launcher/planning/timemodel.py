@@ -59,3 +59,28 @@ def checkpoint_s(steps: int, ckpt_every_n_steps: int, params: float, nodes: int)
     """Checkpoint saves (weights and optimizer state), written in parallel by the nodes."""
     saves = math.ceil(steps / ckpt_every_n_steps)
     return saves * params * CHECKPOINT_BYTES_PER_PARAM / (HOST_BYTES_PER_SECOND * nodes)
+
+
+# A stage's time limit where the recipe sets none: the estimate × LIMIT_MARGIN + LIMIT_FLOOR_MIN, rounded up
+# to LIMIT_ROUND_MIN. The margin covers the model's error (the tiny recipe's measured wall time is held to
+# 0.75-1.33× its estimate, tests/test_planner.py); the floor covers what no margin of a short estimate does:
+# an image pulled on a node's first use, a slow shared file system, a rendezvous over many nodes.
+LIMIT_MARGIN = 1.5
+LIMIT_FLOOR_MIN = 10
+LIMIT_ROUND_MIN = 5
+
+
+def planned_limit_minutes(est_s: float, lead_s: float = 0.0) -> int:
+    """The limit of a stage estimated at `est_s`; `lead_s`: how long before its limit a requeued stage is
+    told to checkpoint, time its work must not lose."""
+    minutes = est_s * LIMIT_MARGIN / 60 + LIMIT_FLOOR_MIN + lead_s / 60
+    return math.ceil(minutes / LIMIT_ROUND_MIN) * LIMIT_ROUND_MIN
+
+
+def attempts(est_s: float, startup_s: float, limit_s: float, lead_s: float) -> int | None:
+    """Runs a requeued stage needs within a limit of `limit_s`: each starts again (`startup_s`) and works
+    until the signal `lead_s` before the limit; None when a run would make no progress."""
+    per_run = limit_s - lead_s - startup_s
+    if per_run <= 0:
+        return None
+    return max(1, math.ceil((est_s - startup_s) / per_run))

@@ -1,6 +1,7 @@
 """The planner's training layouts: the smallest TP, then PP, then the largest micro-batch whose memory fits,
-on every node of the profile or the largest node count that splits the global batch; or the NeMo 2
-tutorial's own layout (`layout: tutorial`). Mixed into the Planner (planner.py)."""
+on every node a stage may take (the profile's, or --nodes / max_nodes) or the largest node count under that
+which splits the global batch; or the NeMo 2 tutorial's own layout (`layout: tutorial`). Mixed into the
+Planner (planner.py)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,12 @@ class TrainingLayouts:
                 raise self.recipe.error(f"{key}.gpus_per_node", f"gpus_per_node={st.gpus_per_node} exceeds the "
                                         f"profile's gpus_per_node={gpn}")
             gpn = st.gpus_per_node
-        nodes = st.nodes or profile.nodes
+        nodes = st.nodes or profile.node_cap
         if nodes > profile.nodes:
             raise self.recipe.error(f"{key}.nodes", f"nodes={nodes} exceeds the profile's nodes={profile.nodes}")
+        if nodes > profile.node_cap:
+            raise self.recipe.error(f"{key}.nodes", f"nodes={nodes} exceeds the cap of {profile.node_cap} "
+                                    f"(--nodes or the profile's max_nodes)")
         seq = st.seq_length or recipe.data.seq_length
         shapes = self._shapes(sp)
         tps = self._tp_candidates(st, shapes, gpn, key)
@@ -84,6 +88,8 @@ class TrainingLayouts:
             self._fill_training(sp, st, result.nodes, gpn, lay, result.gbs, result.lr, est, tried_labels, label)
             if result is not full:
                 sp.why += self._fewer_nodes_note(sp, st, full, result, shapes, tps, gpn, seq, key)
+            if not st.nodes and profile.node_cap < profile.nodes:
+                sp.why += f"; at most {profile.node_cap} of the profile's {profile.nodes} nodes (--nodes or max_nodes)"
             return
         if not full.divisible:
             raise self.recipe.error(f"{key}.global_batch_size",

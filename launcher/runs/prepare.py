@@ -12,7 +12,7 @@ import yaml
 from jobs.contract import RunLayout, stage_config_text
 
 from ..backends import executor_for
-from ..config.profile import ClusterProfile, load_profile
+from ..config.profile import ClusterProfile, cap_nodes, load_profile
 from ..config.recipe import TOKEN_VARS, Recipe, load_recipe
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
@@ -27,8 +27,13 @@ class Inputs:
     overrides: list[str]
 
 
-def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | None) -> Inputs:
-    return Inputs(load_profile(profile), load_recipe(recipe, overrides), list(overrides or []))
+def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | None,
+                nodes: int | None = None) -> Inputs:
+    """The profile (capped at `nodes` per stage: `--nodes`) and the recipe with its overrides."""
+    loaded = load_profile(profile)
+    if nodes is not None:
+        cap_nodes(loaded, nodes)
+    return Inputs(loaded, load_recipe(recipe, overrides), list(overrides or []))
 
 
 def preflight(inputs: Inputs, plan: Plan) -> None:

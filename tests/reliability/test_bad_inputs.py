@@ -46,7 +46,7 @@ def _arguments(case: dict, sandbox) -> tuple[list[str], dict[str, Path]]:
     args = ["--profile", profile, "--recipe", recipe]
     for override in case.get("set", []):
         args += ["--set", override]
-    return args, files
+    return args + case.get("args", []), files
 
 
 def _one_line(text: str) -> str:
@@ -148,14 +148,16 @@ def test_control_what_the_preflight_allows_reaches_slurm(sandbox, change, env):
 def _first_error(case: dict, sandbox, monkeypatch) -> UserError | None:
     """The error the launcher gives for `case` at load or plan time, found in-process."""
     from launcher.planning.planner import make_plan
-    from launcher.config.profile import load_profile
-    from launcher.config.recipe import load_recipe
+    from launcher.runs.prepare import load_inputs
 
     args, _ = _arguments(case, sandbox)
     for name, value in {**sandbox.env, **{k: sandbox.substitute(v) for k, v in case.get("env", {}).items()}}.items():
         monkeypatch.setenv(name, value)
+    extra = case.get("args", [])
+    nodes = int(extra[extra.index("--nodes") + 1]) if "--nodes" in extra else None
     try:
-        make_plan(load_profile(args[1]), load_recipe(args[3], case.get("set", [])))
+        inputs = load_inputs(args[1], args[3], case.get("set", []), nodes)
+        make_plan(inputs.profile, inputs.recipe)
     except UserError as exc:
         return exc
     return None

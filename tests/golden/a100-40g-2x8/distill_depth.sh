@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_depth (distill)
 # what: logits distillation of a pruned student from the teacher
 # plan: 2 node(s) x 8 GPU(s), TP=2 PP=2 CP=1 DP=4, MBS=1 GBS=128, 30 steps
-# why: TP=2 PP=2 MBS=1: 32.5 of 40 GiB; TP=1 PP=1 MBS=4 needs 211.3 GiB and TP=2 PP=2 MBS=2 needs 48.1 GiB of 36.0 usable; DP=4, 32 accumulation step(s)
+# why: TP=2 PP=2 MBS=1: 32.5 of 40 GiB; TP=1 PP=1 MBS=4 needs 211.3 GiB and TP=2 PP=2 MBS=2 needs 48.1 GiB of 36.0 usable; DP=4, 32 accumulation step(s); limit: estimate ×1.5 + 10 min + signal lead
 #SBATCH --job-name=kd-depth.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:distill_depth
 #SBATCH --nodes=2
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=480G
 #SBATCH --exclusive
-#SBATCH --time=08:00:00
+#SBATCH --time=00:45:00
 #SBATCH --partition=gpu
 #SBATCH --account=ml
 #SBATCH --output=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/distill_depth-%j.out

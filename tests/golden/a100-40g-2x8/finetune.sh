@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage finetune (finetune)
 # what: teacher correction: fine-tune the teacher on the data
 # plan: 2 node(s) x 8 GPU(s), TP=2 PP=4 CP=1 DP=2, MBS=1 GBS=128, 30 steps
-# why: TP=2 PP=4 MBS=1: 35.2 of 40 GiB; TP=1 PP=1 MBS=4 needs 248.4 GiB and TP=2 PP=4 MBS=2 needs 54.2 GiB of 36.0 usable; DP=2, 64 accumulation step(s)
+# why: TP=2 PP=4 MBS=1: 35.2 of 40 GiB; TP=1 PP=1 MBS=4 needs 248.4 GiB and TP=2 PP=4 MBS=2 needs 54.2 GiB of 36.0 usable; DP=2, 64 accumulation step(s); limit: estimate ×1.5 + 10 min + signal lead
 #SBATCH --job-name=finetune.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:finetune
 #SBATCH --nodes=2
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=480G
 #SBATCH --exclusive
-#SBATCH --time=08:00:00
+#SBATCH --time=00:45:00
 #SBATCH --partition=gpu
 #SBATCH --account=ml
 #SBATCH --output=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/finetune-%j.out

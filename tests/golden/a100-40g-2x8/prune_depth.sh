@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage prune_depth (prune)
 # what: depth or width pruning of the fine-tuned teacher (ModelOpt Minitron)
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=8 CP=1 DP=1, MBS=4 GBS=4
-# why: TP=1 PP=8: pruning needs TP=1; drop layers 16-31; no calibration
+# why: TP=1 PP=8: pruning needs TP=1; drop layers 16-31; no calibration; one node holds its pipeline; limit: estimate ×1.5 + 10 min
 #SBATCH --job-name=pr-depth.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_depth
 #SBATCH --nodes=1
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=480G
 #SBATCH --exclusive
-#SBATCH --time=02:00:00
+#SBATCH --time=00:15:00
 #SBATCH --partition=gpu
 #SBATCH --account=ml
 #SBATCH --output=/home/user/minitron-runs/runs/minitron-8b-wikitext-20260101-000000-abcd/logs/prune_depth-%j.out

@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_depth (distill)
 # what: logits distillation of a pruned student from the teacher
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=2 CP=1 DP=4, MBS=1 GBS=128, 30 steps
-# why: TP=1 PP=2 MBS=1: 62.0 of 80 GiB; TP=1 PP=1 MBS=4 needs 214.6 GiB and TP=1 PP=2 MBS=2 needs 93.2 GiB of 72.0 usable; DP=4, 32 accumulation step(s)
+# why: TP=1 PP=2 MBS=1: 62.0 of 80 GiB; TP=1 PP=1 MBS=4 needs 214.6 GiB and TP=1 PP=2 MBS=2 needs 93.2 GiB of 72.0 usable; DP=4, 32 accumulation step(s); limit: estimate ×1.5 + 10 min + signal lead
 #SBATCH --job-name=kd-depth.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:distill_depth
 #SBATCH --nodes=1
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=12
 #SBATCH --mem=0
 #SBATCH --exclusive
-#SBATCH --time=04:00:00
+#SBATCH --time=00:40:00
 #SBATCH --partition=batch
 #SBATCH --account=my_account
 #SBATCH --qos=normal

@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage finetune (finetune)
 # what: teacher correction: fine-tune the teacher on the data
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=4 CP=1 DP=2, MBS=1 GBS=128, 30 steps
-# why: TP=1 PP=4 MBS=1: 67.5 of 80 GiB; TP=1 PP=1 MBS=4 needs 254.3 GiB and TP=1 PP=4 MBS=2 needs 105.3 GiB of 72.0 usable; DP=2, 64 accumulation step(s)
+# why: TP=1 PP=4 MBS=1: 67.5 of 80 GiB; TP=1 PP=1 MBS=4 needs 254.3 GiB and TP=1 PP=4 MBS=2 needs 105.3 GiB of 72.0 usable; DP=2, 64 accumulation step(s); limit: estimate ×1.5 + 10 min + signal lead
 #SBATCH --job-name=finetune.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:finetune
 #SBATCH --nodes=1
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=12
 #SBATCH --mem=0
 #SBATCH --exclusive
-#SBATCH --time=04:00:00
+#SBATCH --time=00:45:00
 #SBATCH --partition=batch
 #SBATCH --account=my_account
 #SBATCH --qos=normal

@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report)
 # what: validation loss of every model, loss curves, a plot and a summary
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=1 CP=1 DP=8, MBS=4 GBS=128
-# why: TP=1 PP=1 DP=8 MBS=4: validation loss of 6 models on 5 batches of 128, then plots from the trainers' TensorBoard logs
+# why: TP=1 PP=1 DP=8 MBS=4: validation loss of 6 models on 5 batches of 128, then plots from the trainers' TensorBoard logs; limit: estimate ×1.5 + 10 min
 #SBATCH --job-name=report.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:report
 #SBATCH --nodes=1
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=12
 #SBATCH --mem=0
 #SBATCH --exclusive
-#SBATCH --time=00:30:00
+#SBATCH --time=00:20:00
 #SBATCH --partition=batch
 #SBATCH --account=my_account
 #SBATCH --qos=normal

@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage data (data)
 # what: tokenise the corpus into Megatron .bin/.idx (and train the BPE)
 # plan: 1 node(s) x 0 GPU(s)
-# why: CPU only: tokenise with 32 workers into Megatron .bin/.idx
+# why: CPU only: tokenise with 32 workers into Megatron .bin/.idx; limit: stages.data.time
 #SBATCH --job-name=data.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:data,llm-pruning
 #SBATCH --nodes=1

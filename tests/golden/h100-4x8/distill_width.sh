@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_width (distill)
 # what: logits distillation of a pruned student from the teacher
 # plan: 4 node(s) x 8 GPU(s), TP=1 PP=2 CP=1 DP=16, MBS=1 GBS=128, 30 steps
-# why: TP=1 PP=2 MBS=1: 61.4 of 80 GiB; TP=1 PP=1 MBS=4 needs 245.2 GiB and TP=1 PP=2 MBS=2 needs 97.1 GiB of 72.0 usable; DP=16, 8 accumulation step(s)
+# why: TP=1 PP=2 MBS=1: 61.4 of 80 GiB; TP=1 PP=1 MBS=4 needs 245.2 GiB and TP=1 PP=2 MBS=2 needs 97.1 GiB of 72.0 usable; DP=16, 8 accumulation step(s); limit: estimate ×1.5 + 10 min + signal lead
 #SBATCH --job-name=kd-width.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:distill_width,llm-pruning
 #SBATCH --nodes=4
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=14
 #SBATCH --mem=0
 #SBATCH --exclusive
-#SBATCH --time=04:00:00
+#SBATCH --time=00:25:00
 #SBATCH --partition=batch
 #SBATCH --account=llm_research
 #SBATCH --qos=normal

@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage import (import)
 # what: the teacher as a checkpoint (from Hugging Face, or random)
 # plan: 1 node(s) x 1 GPU(s), TP=1 PP=1 CP=1 DP=1
-# why: convert 15.0 GiB of bf16 weights from hf://meta-llama/Llama-3.1-8B
+# why: convert 15.0 GiB of bf16 weights from hf://meta-llama/Llama-3.1-8B; one GPU: a conversion uses no more; limit: stages.import.time
 #SBATCH --job-name=import.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:import,llm-pruning
 #SBATCH --nodes=1

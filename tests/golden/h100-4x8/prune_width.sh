@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage prune_width (prune)
 # what: depth or width pruning of the fine-tuned teacher (ModelOpt Minitron)
 # plan: 1 node(s) x 8 GPU(s), TP=1 PP=8 CP=1 DP=1, MBS=4 GBS=4, 256 steps
-# why: TP=1 PP=8: pruning needs TP=1; ffn_hidden_size=9216, hidden_size=3072; 1024 calibration samples at batch 4
+# why: TP=1 PP=8: pruning needs TP=1; ffn_hidden_size=9216, hidden_size=3072; 1024 calibration samples at batch 4; one node holds its pipeline; limit: estimate ×1.5 + 10 min
 #SBATCH --job-name=pr-width.minitron-8b-wikitext-20260101-000000-abcd
 #SBATCH --comment=minitron:minitron-8b-wikitext-20260101-000000-abcd:prune_width,llm-pruning
 #SBATCH --nodes=1
@@ -11,7 +11,7 @@
 #SBATCH --cpus-per-task=14
 #SBATCH --mem=0
 #SBATCH --exclusive
-#SBATCH --time=02:00:00
+#SBATCH --time=00:25:00
 #SBATCH --partition=batch
 #SBATCH --account=llm_research
 #SBATCH --qos=normal

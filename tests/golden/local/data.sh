@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage data (data) | local executor
 # what: tokenise the corpus into Megatron .bin/.idx (and train the BPE)
 # plan: 0 GPU(s)
-# why: CPU only: tokenise with 2 workers into Megatron .bin/.idx
+# why: CPU only: tokenise with 2 workers into Megatron .bin/.idx; limit: stages.data.time
 # The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
 # MINITRON_GPUS to the GPUs it assigned.
 set -uo pipefail

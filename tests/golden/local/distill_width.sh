@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage distill_width (distill) | local executor
 # what: logits distillation of a pruned student from the teacher
 # plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1, MBS=4 GBS=8, 90 steps
-# why: TP=1 PP=1 MBS=4: 3.1 of 80 GiB; DP=1, 2 accumulation step(s)
+# why: TP=1 PP=1 MBS=4: 3.1 of 80 GiB; DP=1, 2 accumulation step(s); limit: stages.distill.time
 # The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
 # MINITRON_GPUS to the GPUs it assigned.
 set -uo pipefail

@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage import (import) | local executor
 # what: the teacher as a checkpoint (from Hugging Face, or random)
 # plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1
-# why: build a randomly initialised checkpoint of the model shape
+# why: build a randomly initialised checkpoint of the model shape; limit: stages.import.time
 # The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
 # MINITRON_GPUS to the GPUs it assigned.
 set -uo pipefail

@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage prune_depth (prune) | local executor
 # what: depth or width pruning of the fine-tuned teacher (ModelOpt Minitron)
 # plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1, MBS=4 GBS=4
-# why: TP=1 PP=1: pruning needs TP=1; drop layers 2-3; no calibration
+# why: TP=1 PP=1: pruning needs TP=1; drop layers 2-3; no calibration; limit: stages.prune.time
 # The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
 # MINITRON_GPUS to the GPUs it assigned.
 set -uo pipefail

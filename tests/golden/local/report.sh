@@ -2,7 +2,7 @@
 # minitron-launcher 0.1.0 | run minitron-8b-wikitext-20260101-000000-abcd | stage report (report) | local executor
 # what: validation loss of every model, loss curves, a plot and a summary
 # plan: 1 GPU(s), TP=1 PP=1 CP=1 DP=1, MBS=4 GBS=8
-# why: TP=1 PP=1 DP=1 MBS=4: validation loss of 6 models on 4 batches of 8, then plots from the trainers' TensorBoard logs
+# why: TP=1 PP=1 DP=1 MBS=4: validation loss of 6 models on 4 batches of 8, then plots from the trainers' TensorBoard logs; limit: stages.report.time
 # The supervisor runs this in its own process group with stdout/stderr to the stage log and sets
 # MINITRON_GPUS to the GPUs it assigned.
 set -uo pipefail
