@@ -45,7 +45,6 @@ def test_help_lists_the_commands():
 
 def test_dry_run_writes_a_complete_run_directory(tmp_path, minitron_home):
     profile = write_profile(tmp_path / "p.yaml", env_vars=["HF_TOKEN", "NCCL_DEBUG=WARN"])
-    (tmp_path / "jobdir").mkdir(mode=0o700)  # job_dir exists on this machine: the dry run is written there
     secret = "hf_SECRETVALUE_do_not_write"
     proc = run_cli("submit", "--dry-run", "--json", "--profile", profile, "--set", "stages.distill.steps=7",
                    env={"HF_TOKEN": secret, "MINITRON_HOME": str(minitron_home)})
@@ -114,21 +113,23 @@ def test_local_profile_with_an_image_needs_docker(tmp_path, minitron_home):
 def test_a_dry_run_for_a_job_dir_not_on_this_machine_creates_nothing_there(tmp_path):
     """A cluster path seen from a laptop: the dry run is written under MINITRON_HOME/dry-runs, its scripts still
     name job_dir, nothing is created at job_dir, and it cannot be submitted from here."""
-    job_dir = tmp_path / "lustre" / "fsw" / "runs-here"
+    lustre = Path(f"/minitron-test-lustre-{os.getpid()}")  # a top-level directory this machine lacks
+    assert not lustre.exists()
+    job_dir = lustre / "fsw" / "runs-here"
     profile = write_profile(tmp_path / "profile.yaml", job_dir=str(job_dir))
     env = {"MINITRON_HOME": str(tmp_path / "home")}
     proc = run_cli("submit", "--dry-run", "--json", "--profile", profile, "--recipe", "tiny", env=env)
     assert proc.returncode == 0, proc.stderr
     sub = json.loads(proc.stdout)
-    assert not (tmp_path / "lustre").exists(), "nothing created where job_dir would be"
+    assert not lustre.exists(), "nothing created where job_dir would be"
     assert sub["run_dir"] == str(tmp_path / "home" / "dry-runs" / sub["run_id"])
     assert sub["rendered_for"] == str(job_dir / "runs" / sub["run_id"])
     script = Path(sub["scripts"]["finetune"]).read_text()
     assert f"{job_dir}/runs/{sub['run_id']}/" in script and str(tmp_path / "home") not in script
     human = run_cli("submit", "--dry-run", "--profile", profile, "--recipe", "tiny", env=env)
-    assert "job_dir does not exist on this machine" in human.stdout.replace("\n", " ")
+    assert "job_dir's file system is not on this machine" in human.stdout.replace("\n", " ")
     status = run_cli("status", sub["run_id"], "--json", env=env)
     assert status.returncode == 8 and json.loads(status.stdout)["overall"] == "RENDERED"
     resumed = run_cli("resume", sub["run_id"], "--submit", env={**env, "PATH": "/nonexistent"})
     assert resumed.returncode == 2 and "written away from its job_dir" in resumed.stderr, resumed.stderr
-    assert not (tmp_path / "lustre").exists()
+    assert not lustre.exists()

@@ -28,15 +28,17 @@ def test_every_stage_config_satisfies_the_jobs_validator(tmp_path, profile, reci
         path.write_text(text.replace("/lustre/fsw/$USER/minitron-runs", str(tmp_path / "jobs")))
         proc = run_cli("submit", "--dry-run", "--json", "--profile", str(path), "--recipe", recipe, *extra, env=env)
     assert proc.returncode == 0, proc.stderr
-    run_dir = json.loads(proc.stdout)["run_dir"]
+    out = json.loads(proc.stdout)
+    run_dir = out["run_dir"]
     names = sorted(os.listdir(os.path.join(run_dir, "stages")))
+    named = out["rendered_for"] or run_dir  # a /lustre job_dir seen from here: the files name it, not run_dir
     assert "export.json" in names and "report.json" in names
     for name in names:
         config = read_stage_config(os.path.join(run_dir, "stages", name))  # validates: ConfigError on disagreement
-        assert config.work_dir == os.path.join(run_dir, "work") and config.schema_version == SCHEMA_VERSION
+        assert config.work_dir == os.path.join(named, "work") and config.schema_version == SCHEMA_VERSION
         validate(config.to_json())
     report = json.load(open(os.path.join(run_dir, "stages", "report.json")))
-    assert report["inputs"]["teacher"] == os.path.join(run_dir, "work", "import", "model")
+    assert report["inputs"]["teacher"] == os.path.join(named, "work", "import", "model")
     for name in names:  # a stage's config holds the sections its kind reads, and no other
         config = json.load(open(os.path.join(run_dir, "stages", name)))
         sections = set(config) & set(SECTION_KEYS) - {"runtime"}

@@ -160,7 +160,7 @@ def submission_table(run: Any, record: Any, dry_run: bool) -> None:
     out.print(_fitted(out, (_Col("stage"), _Col("script" if dry_run else "job id", fold=20)), rows))
     out.print(f"run directory: {text(run.dir)}")
     if record.rendered_for:
-        out.print(f"job_dir does not exist on this machine, so nothing was created there: the dry run is written "
+        out.print(f"job_dir's file system is not on this machine, so nothing was created there: the dry run is written "
                   f"here instead, and its scripts name {text(record.rendered_for)}")
     if not dry_run:
         out.print(f"watch it: minitron status {text(run.id)} --watch")

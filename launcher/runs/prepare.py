@@ -113,12 +113,21 @@ def render_run_files(run_id: str, layout: RunLayout, inputs: Inputs, plan: Plan)
 
 
 def prepare_run(inputs: Inputs, plan: Plan | None = None, dry_run: bool = False) -> Run:
-    """The rendered run directory. A dry run whose job_dir does not exist here (a cluster path seen from
-    another machine) is written under MINITRON_HOME/dry-runs instead of creating job_dir."""
+    """The rendered run directory. A dry run whose job_dir is not on this machine (a cluster path seen from
+    a laptop) is written under MINITRON_HOME/dry-runs instead of creating job_dir."""
     plan = plan or make_plan(inputs.profile, inputs.recipe)
     run_id = new_run_id(inputs.recipe.name)
     layout = RunLayout(os.path.join(runs_root(inputs.profile.job_dir), run_id))
     files = render_run_files(run_id, layout, inputs, plan)
     return create_run(inputs.profile.job_dir, run_id, files, [s.name for s in plan.stages],
                       inputs.profile.executor, source=inputs.profile.source,
-                      elsewhere=dry_run and not os.path.isdir(inputs.profile.job_dir))
+                      elsewhere=dry_run and not on_this_machine(inputs.profile.job_dir))
+
+
+def on_this_machine(job_dir: str) -> bool:
+    """Whether job_dir's file system is here: some directory above it, other than `/`, exists (a first run
+    creates /lustre/fsw/me/runs where /lustre/fsw/me exists; /lustre itself missing means a laptop)."""
+    parent = os.path.abspath(job_dir)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    return parent != os.path.dirname(parent)
