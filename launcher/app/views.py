@@ -150,18 +150,19 @@ def _engine(s: Any) -> str:
     return text(f"{s.attention} {s.precision.removesuffix('-mixed')}{recompute}")
 
 
-def submission_table(run: Any, record: Any, dry_run: bool) -> None:
+def submission_table(sub: Any) -> None:
+    """A submission (launcher.api.Submission): each stage's job id, or its script for a dry run."""
     out = console()
-    out.print(f"run [bold]{text(run.id)}[/]" + (" (dry run: nothing submitted)" if dry_run else ""))
-    rows = [(text(name), text(run.layout.script(name) if dry_run else (stage.job_id or "-")))
-            for name, stage in record.stages.items()]
-    out.print(_fitted(out, (_Col("stage"), _Col("script" if dry_run else "job id", fold=20)), rows))
-    out.print(f"run directory: {text(run.dir)}")
-    if record.rendered_for:
+    out.print(f"run [bold]{text(sub.run_id)}[/]" + (" (dry run: nothing submitted)" if sub.dry_run else ""))
+    rows = [(text(name), text(sub.scripts[name] if sub.dry_run else (job_id or "-")))
+            for name, job_id in sub.jobs.items()]
+    out.print(_fitted(out, (_Col("stage"), _Col("script" if sub.dry_run else "job id", fold=20)), rows))
+    out.print(f"run directory: {text(sub.run_dir)}")
+    if sub.rendered_for:
         out.print(f"job_dir does not exist on this machine, so nothing was created there: the dry run is written "
-                  f"here instead, and its scripts name {text(record.rendered_for)}")
-    if not dry_run:
-        out.print(f"watch it: minitron status {text(run.id)} --watch")
+                  f"here instead, and its scripts name {text(sub.rendered_for)}")
+    if not sub.dry_run:
+        out.print(f"watch it: minitron status {text(sub.run_id)} --watch")
 
 
 STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "STALLED": "magenta", "FAILED": "red",
