@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="plan every stage: nodes, parallelism, batches, memory, time")
     _add_inputs(p)
-    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable plan")
+    shown.add_argument("--graph", nargs="?", const="-", metavar="FILE",
+                       help="the stage graph: a tree here (each stage under its dependencies, nodes×GPUs, estimate), "
+                            "or a picture in FILE.svg, FILE.png or FILE.dot (needs the graph extra: "
+                            "pip install 'minitron-launcher[graph]')")
     _add_wide(p)
 
     p = sub.add_parser("submit", help="render the run and submit the stage graph")

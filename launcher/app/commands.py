@@ -17,6 +17,7 @@ from ..runs.state import LIVE_RUN_STATES, RunState
 from ..runs.status import report_for
 from .catalog import run_catalog
 from .checks import run_checks
+from .graph import graph_tree, write_graph
 from .init import run_init
 from .probe import run_check
 from .views import (calibration_table, console, log_line, plan_table, print_json, report_markdown, runs_table,
@@ -30,7 +31,12 @@ STATUS_EXIT = {RunState.DONE: ExitCode.OK, RunState.PENDING: ExitCode.LIVE, RunS
 
 def cmd_plan(args: argparse.Namespace) -> int:
     plan, profile = api.planned(args.profile, args.recipe, args.overrides)
-    if args.json:
+    if args.graph == "-":
+        graph_tree(plan, profile)
+    elif args.graph:
+        write_graph(plan, args.graph)
+        console().print(f"stage graph of {text(plan.recipe)} written to {text(args.graph)}")
+    elif args.json:
         print_json(plan.to_json())
     else:
         plan_table(plan, profile, args.wide)

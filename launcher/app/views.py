@@ -110,7 +110,8 @@ def _tokens(n: int | None) -> str:
     return str(n)
 
 
-def _hours(h: float) -> str:
+def hours_text(h: float) -> str:
+    """An estimate for people: minutes under an hour, else hours."""
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
@@ -132,7 +133,7 @@ def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
             f"{s.micro_batch_size}/{s.global_batch_size} ×{s.grad_accum}" if s.global_batch_size else "-",
             _engine(s) if gpu else "-", str(s.steps) if s.steps is not None else "-",
             _tokens(s.tokens), mem, text(s.partition or "-"), text(s.container or "none"), text(s.time_limit),
-            _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-"))
+            hours_text(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-"))
     out = console()
     out.print(_fitted(out, PLAN_COLUMNS, rows, wide, title_justify="left",
                      title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
@@ -140,7 +141,7 @@ def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
     for s in plan.stages:
         out.print(f"  [bold]{text(s.name)}[/]: {text(s.why)}")
     data = plan.to_json()
-    out.print(f"critical path ≈ {_hours(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
+    out.print(f"critical path ≈ {hours_text(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
               f"(time model; see benchmarks/RESULTS.md)")
 
 
