@@ -173,12 +173,14 @@ def runs() -> list[RunRow]:
     return rows
 
 
-def logs(run: str, stage: Optional[str] = None, lines: int = 50, follow: bool = False) -> Iterator[LogLine]:
+def logs(run: str, stage: Optional[str] = None, lines: int = 50, follow: bool = False,
+         rank: Optional[int] = None) -> Iterator[LogLine]:
     """The last `lines` lines of a stage's log (all of it when <= 0; `stage` None: the last stage that
     started), then with `follow` each new line once complete, until the run is no longer live. Streams
-    in bounded memory whatever the log holds. The lines are the job's bytes, unescaped: escape them
-    before a terminal shows them (the CLI does). The run and stage are checked at the call; the log is
-    opened at the first line asked for."""
+    in bounded memory whatever the log holds. `rank`: that rank's own output instead of every rank's
+    (a stage of one rank has only the stage log). The lines are the job's bytes, unescaped: escape them
+    before a terminal shows them (the CLI does). The run, stage and rank are checked at the call; the
+    log is opened at the first line asked for."""
     found = resolve_run(run)
     record = found.load_record()
     if stage is None:
@@ -189,10 +191,29 @@ def logs(run: str, stage: Optional[str] = None, lines: int = 50, follow: bool = 
         stage = max(started)[1]
     if stage not in record.stages:
         raise UserError(f"run {found.id} has no stage {stage!r}", key="STAGE", hint=did_you_mean(stage, record.stages))
-    path = found.layout.stage_log(stage, record.stages[stage].job_id)
+    job_id = record.stages[stage].job_id
+    path = found.layout.stage_log(stage, job_id) if rank is None else _rank_log(found, stage, job_id, rank)
     if path is None:
         raise UserError(f"stage {stage} has no log yet", key="STAGE")
     return _stream(found, stage, path, lines, follow)
+
+
+def _rank_log(run: Run, stage: str, job_id: Optional[str], rank: int) -> Optional[str]:
+    """The log of one rank: its own file (the Slurm job's, else the local executor's), or the stage log
+    where the stage has one rank."""
+    planned = run.plan.stage(stage)
+    ranks = planned.nodes * (planned.gpus_per_node or 1)
+    if not 0 <= rank < ranks:
+        raise UserError(f"stage {stage} has {'rank 0 only' if ranks == 1 else f'ranks 0 to {ranks - 1}'}, "
+                        f"not {rank}", key="--rank")
+    if ranks == 1:
+        return run.layout.stage_log(stage, job_id)
+    paths = [run.layout.rank_log(stage, job_id, rank)] if job_id else []
+    found = [p for p in paths + [run.layout.rank_log(stage, None, rank)] if os.path.isfile(p)]
+    if not found and run.layout.stage_log(stage, job_id):
+        raise UserError(f"rank {rank} of stage {stage} has no log of its own yet (`minitron logs` without --rank "
+                        f"shows every rank's)", key="--rank")
+    return found[0] if found else None
 
 
 def _stream(run: Run, stage: str, path: str, lines: int, follow: bool) -> Iterator[LogLine]:

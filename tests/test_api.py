@@ -72,6 +72,10 @@ def test_a_dry_run_is_listed_rendered_and_refuses_what_needs_a_submitted_run(pro
         api.logs(dry.run_id)  # checked at the call, before a line is asked for
     with pytest.raises(UserError, match="has no stage 'finetun'.*did you mean 'finetune'"):
         api.logs(dry.run_id, "finetun")
+    with pytest.raises(UserError, match="stage finetune has ranks 0 to 7, not 8"):
+        api.logs(dry.run_id, "finetune", rank=8)
+    with pytest.raises(UserError, match="stage data has no log yet"):
+        api.logs(dry.run_id, "data", rank=0)  # one rank: its log is the stage's
     with pytest.raises(UserError, match="is a dry run: nothing of it was ever submitted"):
         api.resume(dry.run_id)
     with pytest.raises(LauncherError) as caught:

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then print each new line once it is complete, until the run is no longer live")
     p.add_argument("-n", "--lines", type=int, default=50, metavar="N",
                    help="the last N lines (default 50); 0 or less: the whole log")
+    p.add_argument("--rank", type=int, metavar="N",
+                   help="only rank N's output (its own log, logs/<stage>-<job id>.rank<N>.out; locally "
+                        "logs/<stage>.rank<N>.log); without it, every rank's")
 
     p = sub.add_parser("cancel", help="cancel a run, or one stage and everything downstream")
     p.add_argument("run")

@@ -95,7 +95,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     """The end of a stage's log, then with --follow each new line (api.logs streams it in bounded
     memory). Every line is escaped and redacted (`views.log_line`): control bytes in a log never reach
     the terminal."""
-    for line in api.logs(args.run, args.stage, args.lines, follow=args.follow):
+    for line in api.logs(args.run, args.stage, args.lines, follow=args.follow, rank=args.rank):
         sys.stdout.write(log_line(line.data, line.dropped) + "\n")
         if args.follow:
             sys.stdout.flush()

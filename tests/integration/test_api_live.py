@@ -1,5 +1,6 @@
 """docs/api.md's example against the real Slurm testbed, in this process: submit, cancel a stage,
-resume, poll to DONE, report and logs, through launcher.api; the CLI then reads the same run."""
+resume, poll to DONE, report and logs (each rank's too), through launcher.api; the CLI then reads the
+same run."""
 
 from __future__ import annotations
 
@@ -64,3 +65,9 @@ def test_the_documented_example_submits_cancels_resumes_and_reports(api_env, cap
         {s.name: s.state for s in ns["report"].stages}
     assert [line.text for line in api.logs(sub.run_id, "finetune", lines=3)] == \
         cli("logs", sub.run_id, "finetune", "-n", "3").stdout.splitlines()
+    planned = ns["plan"].stage("finetune")
+    world = planned.nodes * planned.gpus_per_node
+    assert world > 1
+    for rank in range(world):  # under srun each rank also wrote its own log (jobs/runtime/ranklog.py)
+        own = [line.text for line in api.logs(sub.run_id, "finetune", lines=0, rank=rank)]
+        assert [line for line in own if " started" in line] == [f"finetune: rank {rank} of {world} started"]
