@@ -14,6 +14,8 @@ from setuptools.command.build_py import build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # source folder (relative to the repo root) -> (destination inside the build tree, file suffixes)
+# `minitron plan --graph FILE`: DOT text (graphviz's Python package; no binary needed) and SVG/PNG (matplotlib)
+GRAPH = ["graphviz>=0.20", "matplotlib>=3.5"]
 BUNDLED = {"cluster_profiles": (os.path.join("launcher", "_bundled", "cluster_profiles"), (".yaml",))}
 
 
@@ -57,6 +59,6 @@ class build_py_with_bundled(build_py):
 
 setup(
     cmdclass={"build_py": build_py_with_bundled},
-    extras_require={"test": ["pytest>=8", "hypothesis>=6", "import-linter>=2.1", "pytest-randomly>=3.15"],
-                    "jobs": jobs_requirements()},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "import-linter>=2.1", "pytest-randomly>=3.15", *GRAPH],
+                    "jobs": jobs_requirements(), "graph": GRAPH},
 )

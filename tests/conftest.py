@@ -49,3 +49,21 @@ def pytest_terminal_summary(terminalreporter, config):
     seed = getattr(config.option, "randomly_seed", None)
     if seed is not None:
         terminalreporter.write_line(f"random order: --randomly-seed={seed}")
+
+
+def api_doc_steps() -> dict[str, str]:
+    """docs/api.md's example cells by step name (the `<!-- step: NAME -->` before each python block), in order:
+    the tests run the documented example itself, so it cannot go stale."""
+    import re
+
+    with open(os.path.join(REPO, "docs", "api.md"), encoding="utf-8") as handle:
+        doc = handle.read()
+    return dict(re.findall(r"<!-- step: ([\w-]+) -->\n```python\n(.*?)```", doc, re.S))
+
+
+def run_api_steps(names, namespace: dict) -> dict:
+    """Run docs/api.md's cells `names` in `namespace`, each compiled under its own name for tracebacks."""
+    steps = api_doc_steps()
+    for name in names:
+        exec(compile(steps[name], f"docs/api.md[{name}]", "exec"), namespace)  # noqa: S102 - the doc's own code
+    return namespace

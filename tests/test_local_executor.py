@@ -100,6 +100,26 @@ def test_tiny_pipeline_end_to_end_with_parallel_students_on_distinct_gpus(setup,
     assert sorted(ranks) == ["0.json", "1.json"]  # torch.distributed.run started one process per GPU
 
 
+def test_each_rank_of_a_stage_has_its_own_log_beside_the_combined_one(setup, tmp_path):
+    profile, env = setup
+    sub = submit(env, profile, write_test_recipe(tmp_path / "r.yaml", finetune={"steps": 4}))
+    code, report = wait(env, sub["run_id"], until=lambda r: by_name(r)["finetune"]["state"] == "DONE")
+    combined = cli(env, "logs", sub["run_id"], "finetune", "-n", "0").stdout.splitlines()
+    assert {"finetune: rank 0 of 2 started", "finetune: rank 1 of 2 started"} <= set(combined)
+    for rank in (0, 1):
+        proc = cli(env, "logs", sub["run_id"], "finetune", "--rank", str(rank), "-n", "0")
+        assert proc.returncode == 0, proc.stderr
+        own = proc.stdout.splitlines()
+        assert f"finetune: rank {rank} of 2 started" in own and f"finetune: rank {1 - rank} of 2 started" not in own
+        assert set(own) <= set(combined)
+    progress = [cli(env, "logs", sub["run_id"], "finetune", "--rank", str(rank)).stdout.count("MINITRON_PROGRESS")
+                for rank in (0, 1)]
+    assert progress == [4, 0]  # rank 0 reports the steps
+    proc = cli(env, "logs", sub["run_id"], "finetune", "--rank", "2")
+    assert proc.returncode == 2 and proc.stderr == "minitron: error: --rank: stage finetune has ranks 0 to 1, not 2\n"
+    wait(env, sub["run_id"])
+
+
 def test_supervisor_killed_then_resume_finishes(setup, tmp_path):
     profile, env = setup
     recipe = write_test_recipe(tmp_path / "r.yaml", finetune={"steps": 30})

@@ -51,13 +51,21 @@ class RunLayout:
     def local_log(self, stage: str) -> str:
         return os.path.join(self.logs, f"{stage}.log")
 
+    def rank_log(self, stage: str, job_id: Optional[str], rank: int) -> str:
+        """One rank's copy of its output (jobs/runtime/ranklog.py), beside the stage log: the Slurm job's
+        (`<stage>-<job id>.rank<N>.out`), else the local executor's (`<stage>.rank<N>.log`)."""
+        if job_id:
+            return os.path.join(self.logs, f"{stage}-{job_id}.rank{rank}.out")
+        return os.path.join(self.logs, f"{stage}.rank{rank}.log")
+
     def stage_log(self, stage: str, job_id: Optional[str]) -> Optional[str]:
         """The stage's current log: the Slurm job's, else the local executor's, else its newest."""
         for path in ([self.slurm_log(stage, job_id)] if job_id else []) + [self.local_log(stage)]:
             if os.path.isfile(path):
                 return path
         try:
-            names = [n for n in os.listdir(self.logs) if n.startswith(f"{stage}-") and n.endswith(".out")]
+            names = [n for n in os.listdir(self.logs)
+                     if n.startswith(f"{stage}-") and n.endswith(".out") and ".rank" not in n]
         except OSError:
             return None
         paths = [os.path.join(self.logs, n) for n in names]

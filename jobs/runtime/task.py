@@ -10,7 +10,8 @@ imported, so a config that breaks the contract exits 2 before any heavy import. 
 in this process (runpy), so nothing is lost between the two.
 With `runtime.stall_timeout_s` in the stage config, a watchdog thread ends a task whose steps have
 stopped (a hung collective, a stuck file system) with StageExit.CONTINUE after leaving the continue
-marker, so the script's requeue resumes the stage from its last checkpoint. Standard library only.
+marker, so the script's requeue resumes the stage from its last checkpoint. A rank of a stage with
+several also copies its output to a log of its own (jobs/runtime/ranklog.py). Standard library only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from jobs.contract import (ConfigError, RunLayout, StageConfig, StageExit, last_
 
 from . import signals
 from .engine import check_engine
+from .ranklog import tee_output
 
 WATCHDOG_POLL_S = 1.0
 
@@ -80,6 +82,15 @@ def _record(exit_code: int, exception: Optional[str]) -> None:
                       socket.gethostname(), job_id)
     except OSError as exc:  # the failure itself is what matters; say why it was not recorded
         print(f"minitron: could not record the failure marker: {exc}", file=sys.stderr)
+
+
+def _tee_rank_output() -> None:
+    """A rank of a stage with several also writes its output to its own log (jobs/runtime/ranklog.py)."""
+    run_dir, stage = os.environ.get("MINITRON_RUN_DIR"), os.environ.get("MINITRON_STAGE")
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if run_dir and stage and rank.isdigit() and world.isdigit() and int(world) > 1:
+        local = "MINITRON_JOB_ID" in os.environ  # the local executor's (even inside a Slurm allocation)
+        tee_output(RunLayout(run_dir).rank_log(stage, None if local else os.environ.get("SLURM_JOB_ID"), int(rank)))
 
 
 def _exit_code(code: object) -> int:
@@ -134,6 +145,7 @@ def main(argv: list[str]) -> int:
         return StageExit.CONFIG
     entrypoint, args = argv[0], argv[1:]
     os.environ.update(distributed_env(dict(os.environ)))
+    _tee_rank_output()
     try:
         config = _stage_config(args)
     except ConfigError as exc:

@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="plan every stage: nodes, parallelism, batches, memory, time")
     _add_inputs(p)
-    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable plan")
+    shown.add_argument("--graph", nargs="?", const="-", metavar="FILE",
+                       help="the stage graph: a tree here (each stage under its dependencies, nodes×GPUs, estimate), "
+                            "or a picture in FILE.svg, FILE.png or FILE.dot (needs the graph extra: "
+                            "pip install 'minitron-launcher[graph]')")
     _add_wide(p)
 
     p = sub.add_parser("submit", help="render the run and submit the stage graph")
@@ -111,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then print each new line once it is complete, until the run is no longer live")
     p.add_argument("-n", "--lines", type=int, default=50, metavar="N",
                    help="the last N lines (default 50); 0 or less: the whole log")
+    p.add_argument("--rank", type=int, metavar="N",
+                   help="only rank N's output (its own log, logs/<stage>-<job id>.rank<N>.out; locally "
+                        "logs/<stage>.rank<N>.log); without it, every rank's")
 
     p = sub.add_parser("cancel", help="cancel a run, or one stage and everything downstream")
     p.add_argument("run")

@@ -7,22 +7,17 @@ import json
 import os
 import sys
 import time
-from typing import Iterable
+from jobs.contract import ConfigError, read_bounded, read_stage_config
 
-from jobs.contract import ConfigError, read_bounded, read_markers, read_stage_config
-
-from ..core.errors import ExitCode, RecordNotSaved, SlurmError, SubmitFailed, UserError, did_you_mean
-from ..core.files import LineReader, open_log, tail_offset
+from .. import api
+from ..core.errors import ExitCode, RecordNotSaved, SubmitFailed, UserError
 from ..planning import calibration
-from ..planning.planner import make_plan
-from ..runs.prepare import load_inputs, preflight, prepare_run
-from ..runs.registry import MAX_RECORD_BYTES, discard_new_run, indexed_runs, index_run, resolve_run
-from ..runs.smoke import smoke_inputs
+from ..runs.registry import MAX_RECORD_BYTES, indexed_runs, resolve_run
 from ..runs.state import LIVE_RUN_STATES, RunState
-from ..runs.status import query_runs, report_for, run_report, settled_state
-from ..runs.submission import cancel_run, resume_run, submit_run
+from ..runs.status import report_for
 from .catalog import run_catalog
 from .checks import run_checks
+from .graph import graph_tree, write_graph
 from .init import run_init
 from .probe import run_check
 from .views import (calibration_table, console, log_line, plan_table, print_json, report_markdown, runs_table,
@@ -35,101 +30,60 @@ STATUS_EXIT = {RunState.DONE: ExitCode.OK, RunState.PENDING: ExitCode.LIVE, RunS
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    inputs = load_inputs(args.profile, args.recipe, args.overrides, args.nodes)
-    plan = make_plan(inputs.profile, inputs.recipe)
-    if args.json:
+    plan, profile = api.planned(args.profile, args.recipe, args.overrides, args.nodes)
+    if args.graph == "-":
+        graph_tree(plan, profile)
+    elif args.graph:
+        write_graph(plan, args.graph)
+        console().print(f"stage graph of {text(plan.recipe)} written to {text(args.graph)}")
+    elif args.json:
         print_json(plan.to_json())
     else:
-        plan_table(plan, inputs.profile, args.wide)
+        plan_table(plan, profile, args.wide)
     return ExitCode.OK
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    recipe, overrides = args.recipe, args.overrides
-    if getattr(args, "smoke", False):
-        if recipe:
-            raise UserError("--smoke runs the bundled tiny recipe: leave out --recipe (use --set to change it)",
-                            key="--recipe")
-        recipe, overrides = smoke_inputs(args.overrides)
-    inputs = load_inputs(args.profile, recipe, overrides, args.nodes)
-    plan = make_plan(inputs.profile, inputs.recipe)
-    if not args.dry_run:
-        preflight(inputs, plan)
-    run = prepare_run(inputs, plan, dry_run=args.dry_run)
-    index_run(run)
-    if not args.dry_run:
-        try:
-            submit_run(run)
-        except RecordNotSaved as exc:
-            discard_new_run(run)
-            print(f"minitron: error: {exc}; the run directory was removed", file=sys.stderr)
-            return ExitCode.SUBMIT_FAILED
-        except SubmitFailed as exc:
-            print(f"minitron: error: {exc}", file=sys.stderr)
-            print(f"minitron: cancelled what this submission had queued ({', '.join(exc.cancelled) or 'nothing'}); "
-                  f"the run is recorded as SUBMIT_FAILED in {run.dir}", file=sys.stderr)
-            return ExitCode.SUBMIT_FAILED
-    record = run.load_record()
+    try:
+        submission = api.submit(args.profile, args.recipe, args.overrides, dry_run=args.dry_run,
+                                smoke=getattr(args, "smoke", False), nodes=args.nodes)
+    except RecordNotSaved as exc:
+        print(f"minitron: error: {exc}; the run directory was removed", file=sys.stderr)
+        return ExitCode.SUBMIT_FAILED
+    except SubmitFailed as exc:
+        print(f"minitron: error: {exc}", file=sys.stderr)
+        print(f"minitron: cancelled what this submission had queued ({', '.join(exc.cancelled) or 'nothing'}); "
+              f"the run is recorded as SUBMIT_FAILED in {exc.run_dir}", file=sys.stderr)
+        return ExitCode.SUBMIT_FAILED
     if args.json:
-        print_json({"run_id": run.id, "run_dir": run.dir, "dry_run": args.dry_run, "rendered_for": record.rendered_for,
-                    "jobs": {name: s.job_id for name, s in record.stages.items()},
-                    "scripts": {name: run.layout.script(name) for name in record.stages}})
+        data = submission.to_json()
+        del data["queued"]  # the jobs, as ever
+        print_json(data)
     else:
-        submission_table(run, record, args.dry_run)
+        submission_table(submission)
     return ExitCode.OK
 
 
-def _report(run):
-    report = report_for(run)
-    return STATUS_EXIT[report.state], report
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    run = resolve_run(args.run, default_newest=True)
+    report = api.status(args.run)
     if args.watch and not args.json:
         while True:
-            code, report = _report(run)
             if sys.stdout.isatty():
                 console().clear()
             status_table(report, args.wide)
             if report.state not in LIVE_RUN_STATES:
-                return code
+                return STATUS_EXIT[report.state]
             time.sleep(args.watch)
-    code, report = _report(run)
+            report = api.status(report.run_id)  # the run first shown, even if a newer one appears
     if args.json:
         print_json(report.to_json())
     else:
         status_table(report, args.wide)
-    return code
+    return STATUS_EXIT[report.state]
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """Every run with its live state: markers first, then one batched query per backend for all runs."""
-    entries = indexed_runs()
-    readable = [(e.run, e.record) for e in entries if e.run is not None]
-    results, unreachable = {}, {}
-    for kind in {record.executor for _, record in readable}:
-        try:
-            results.update(query_runs([(r, rec) for r, rec in readable if rec.executor == kind]))
-        except SlurmError as exc:  # the other backends' runs, and this one's finished ones, are still listed
-            unreachable[kind] = str(exc)
-    rows = []
-    for entry in entries:
-        row = {"run_id": entry.run_id, "dir": entry.dir, "executor": entry.record.executor if entry.record else None,
-               "state": None, "created_at": entry.created_at or None,
-               "stages": len(entry.record.stages) if entry.record else None, "error": entry.error}
-        if entry.run is not None and entry.record.executor in unreachable:
-            row["state"] = settled_state(entry.run, entry.record) or "UNKNOWN"
-            if row["state"] == "UNKNOWN":
-                row["error"] = unreachable[entry.record.executor]
-        elif entry.run is not None:
-            try:
-                report = run_report(entry.run, entry.record, results[entry.record.executor])
-                row["state"] = report.overall
-                row["stage_states"] = {s.name: s.state for s in report.stages}
-            except UserError as exc:
-                row["error"] = exc.message
-        rows.append(row)
+    rows = api.runs()
     if args.json:
         print_json(rows)
     else:
@@ -138,70 +92,35 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """The last `--lines` lines of a stage's log (all of it when <= 0), then with --follow each new line
-    once complete, until the run is no longer live. A log is whatever the job wrote, so it is streamed
-    in bounded memory (the last lines found reading backwards from the end; a line keeps at most its
-    last LOG_LINE_BYTES, marked as cut) and every line is escaped and redacted (`views.log_line`):
-    control bytes in a log never reach the terminal."""
-    run = resolve_run(args.run)
-    record = run.load_record()
-    stage = args.stage
-    if stage is None:
-        started = [(read_markers(run.layout, n).started, n) for n in record.stages]
-        started = [(s.time, n) for s, n in started if s is not None]
-        if not started:
-            raise UserError(f"no stage of run {run.id} has started yet", key="STAGE")
-        stage = max(started)[1]
-    if stage not in record.stages:
-        raise UserError(f"run {run.id} has no stage {stage!r}", key="STAGE", hint=did_you_mean(stage, record.stages))
-    path = run.layout.stage_log(stage, record.stages[stage].job_id)
-    if path is None:
-        raise UserError(f"stage {stage} has no log yet", key="STAGE")
-    try:
-        fd = open_log(path)
-    except OSError as exc:
-        raise UserError(f"cannot read the log of stage {stage}: {exc.strerror or exc}", key="STAGE") from None
-    try:
-        reader = LineReader(fd, tail_offset(fd, args.lines) if args.lines > 0 else 0)
-        _print_log_lines(reader.lines())
-        while args.follow:
-            live = _report(run)[1].state in LIVE_RUN_STATES  # before reading: what the run wrote is read
-            _print_log_lines(reader.lines())
-            if not live:
-                break
-            time.sleep(1.0)
-        last = reader.unfinished()
-        _print_log_lines([last] if last else [])
-    finally:
-        os.close(fd)
+    """The end of a stage's log, then with --follow each new line (api.logs streams it in bounded
+    memory). Every line is escaped and redacted (`views.log_line`): control bytes in a log never reach
+    the terminal."""
+    for line in api.logs(args.run, args.stage, args.lines, follow=args.follow, rank=args.rank):
+        sys.stdout.write(log_line(line.data, line.dropped) + "\n")
+        if args.follow:
+            sys.stdout.flush()
+    sys.stdout.flush()
     return ExitCode.OK
 
 
-def _print_log_lines(lines: Iterable[tuple[bytes, int]]) -> None:
-    for line, dropped in lines:
-        sys.stdout.write(log_line(line, dropped) + "\n")
-    sys.stdout.flush()
-
-
 def cmd_cancel(args: argparse.Namespace) -> int:
-    run = resolve_run(args.run)
-    cancelled = cancel_run(run, args.stage)
-    console().print(f"cancelled {len(cancelled)} job(s) of run {text(run.id)}: "
+    cancelled = api.cancel(args.run, args.stage)
+    console().print(f"cancelled {len(cancelled)} job(s) of run {text(args.run)}: "
                     f"{text(' '.join(cancelled) or 'none were live')}")
     return ExitCode.OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    run = resolve_run(args.run)
     try:
-        submitted, _ = resume_run(run, submit_dry_run=args.submit)
+        submission = api.resume(args.run, submit=args.submit)
     except SubmitFailed as exc:
         print(f"minitron: error: {exc}; cancelled {', '.join(exc.cancelled) or 'nothing'}", file=sys.stderr)
         return ExitCode.SUBMIT_FAILED
-    if not submitted:
-        console().print(f"run {text(run.id)}: nothing to resume (every stage is done, still queued or being cancelled)")
+    if not submission.queued:
+        console().print(f"run {text(submission.run_id)}: nothing to resume (every stage is done, still queued or "
+                        f"being cancelled)")
         return ExitCode.OK
-    submission_table(run, run.load_record(), False)
+    submission_table(submission)
     return ExitCode.OK
 
 

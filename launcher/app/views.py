@@ -110,7 +110,8 @@ def _tokens(n: int | None) -> str:
     return str(n)
 
 
-def _hours(h: float) -> str:
+def hours_text(h: float) -> str:
+    """An estimate for people: minutes under an hour, else hours."""
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
@@ -132,7 +133,7 @@ def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
             f"{s.micro_batch_size}/{s.global_batch_size} ×{s.grad_accum}" if s.global_batch_size else "-",
             _engine(s) if gpu else "-", str(s.steps) if s.steps is not None else "-",
             _tokens(s.tokens), mem, text(s.partition or "-"), text(s.container or "none"), text(s.time_limit),
-            _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-"))
+            hours_text(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-"))
     out = console()
     out.print(_fitted(out, PLAN_COLUMNS, rows, wide, title_justify="left",
                      title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
@@ -142,7 +143,7 @@ def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
     for s in plan.stages:
         out.print(f"  [bold]{text(s.name)}[/]: {text(s.why)}")
     data = plan.to_json()
-    out.print(f"critical path ≈ {_hours(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
+    out.print(f"critical path ≈ {hours_text(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours "
               f"(time model; see benchmarks/RESULTS.md)")
 
 
@@ -152,18 +153,19 @@ def _engine(s: Any) -> str:
     return text(f"{s.attention} {s.precision.removesuffix('-mixed')}{recompute}")
 
 
-def submission_table(run: Any, record: Any, dry_run: bool) -> None:
+def submission_table(sub: Any) -> None:
+    """A submission (launcher.api.Submission): each stage's job id, or its script for a dry run."""
     out = console()
-    out.print(f"run [bold]{text(run.id)}[/]" + (" (dry run: nothing submitted)" if dry_run else ""))
-    rows = [(text(name), text(run.layout.script(name) if dry_run else (stage.job_id or "-")))
-            for name, stage in record.stages.items()]
-    out.print(_fitted(out, (_Col("stage"), _Col("script" if dry_run else "job id", fold=20)), rows))
-    out.print(f"run directory: {text(run.dir)}")
-    if record.rendered_for:
+    out.print(f"run [bold]{text(sub.run_id)}[/]" + (" (dry run: nothing submitted)" if sub.dry_run else ""))
+    rows = [(text(name), text(sub.scripts[name] if sub.dry_run else (job_id or "-")))
+            for name, job_id in sub.jobs.items()]
+    out.print(_fitted(out, (_Col("stage"), _Col("script" if sub.dry_run else "job id", fold=20)), rows))
+    out.print(f"run directory: {text(sub.run_dir)}")
+    if sub.rendered_for:
         out.print(f"job_dir's file system is not on this machine, so nothing was created there: the dry run is written "
-                  f"here instead, and its scripts name {text(record.rendered_for)}")
-    if not dry_run:
-        out.print(f"watch it: minitron status {text(run.id)} --watch")
+                  f"here instead, and its scripts name {text(sub.rendered_for)}")
+    if not sub.dry_run:
+        out.print(f"watch it: minitron status {text(sub.run_id)} --watch")
 
 
 STATE_STYLE = {"DONE": "green", "RUNNING": "cyan", "PENDING": "yellow", "STALLED": "magenta", "FAILED": "red",

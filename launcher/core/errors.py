@@ -125,6 +125,7 @@ class SubmitFailed(LauncherError):
     """A submission failed part-way; everything it had queued was cancelled."""
 
     exit_code = ExitCode.SUBMIT_FAILED
+    run_dir: str | None = None  # the run recorded as SUBMIT_FAILED, once the submission knows it
 
     def __init__(self, stage: str, message: str, cancelled: list[str]):
         super().__init__(f"submitting stage {stage} failed: {message}")

@@ -47,6 +47,7 @@ def main() -> int:
     task["pid"] = os.getpid()
     atomic_write(os.path.join(work, "tasks", f"{rank}.json"), json.dumps(task))
     stage = config.stage
+    print(f"{stage}: rank {rank} of {os.environ['WORLD_SIZE']} started", flush=True)  # each rank's log has its own
     while os.path.exists(os.path.join(config.run_dir, f"hold-{stage}")):
         time.sleep(0.2)
     outputs = config.outputs

@@ -14,7 +14,8 @@
 #                         container's NeMo stack differs from the base set (device_te.sh puts them first for TE)
 #
 # .whl/ and .whl-te/ are git-ignored. What each device call carries: tools/device/device_te.sh.
-# Idempotent (pip skips what is there). Environment: PY (python running pip; default python3).
+# Idempotent (pip skips what is there). Environment: PY (python running pip; default python3). Every fetch goes
+# to the index pip is configured with (pip.conf, PIP_INDEX_URL): no address is written here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
@@ -36,14 +37,28 @@ done
 "$PY" -m pip download -q --no-deps "${PLAT[@]}" -d .whl-te "transformer_engine_cu13==$TE_VERSION"
 sdist=.whl-te/py/transformer_engine_torch-$TE_VERSION.tar.gz
 if [ ! -f "$sdist" ]; then
-    # `pip download` of this sdist fails preparing its metadata (it wants torch and CUDA): fetch the file from
-    # the package's simple-index page and check it against the sha256 the index gives
-    "$PY" - "$TE_VERSION" "$sdist" <<'PYEOF'
-import hashlib, re, sys, urllib.request
-version, dest = sys.argv[1:]
-page = urllib.request.urlopen("https://pypi.org/simple/transformer-engine-torch/").read().decode()
-url = next(h for h in re.findall(r'href="([^"]+)"', page) if f"transformer_engine_torch-{version}.tar.gz" in h)
-data = urllib.request.urlopen(url.split("#")[0]).read()
+    # `pip download` of this sdist fails preparing its metadata (its setup.py needs a CUDA build of torch), so
+    # the file comes from the simple-index page of the index pip is configured with (PIP_INDEX_URL, or
+    # index-url in pip.conf's [download] or [global]; pip's default without one), with pip's certificate
+    # bundle, and is checked against the sha256 the index gives
+    "$PY" - "$TE_VERSION" "$sdist" "$PY" <<'PYEOF'
+import hashlib, re, ssl, subprocess, sys, urllib.parse, urllib.request
+version, dest, python = sys.argv[1:]
+listed = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True).stdout
+config = dict(line.split("=", 1) for line in listed.splitlines() if "=" in line)
+def setting(name):  # pip's order: the environment, then the command's section, then [global]
+    keys = (f":env:.{name}", f"download.{name}", f"global.{name}")
+    return next((config[k].strip("'\"") for k in keys if k in config), None)
+index = setting("index-url")
+if index is None:
+    from pip._internal.models.index import PyPI  # pip's own default index, not a copy of its address
+    index = PyPI.simple_url
+context = ssl.create_default_context(cafile=setting("cert"))
+page_url = index.rstrip("/") + "/transformer-engine-torch/"
+page = urllib.request.urlopen(page_url, context=context).read().decode()
+href = next(h for h in re.findall(r'href="([^"]+)"', page) if f"transformer_engine_torch-{version}.tar.gz" in h)
+url = urllib.parse.urljoin(page_url, href)
+data = urllib.request.urlopen(url.split("#")[0], context=context).read()
 want = url.split("#sha256=")[1]
 if hashlib.sha256(data).hexdigest() != want:
     sys.exit(f"sha256 mismatch for {url}")
