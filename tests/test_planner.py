@@ -435,3 +435,36 @@ def test_precision_is_the_recipes_on_gpus_and_full_on_the_cpu():
     plan = {s.name: s for s in make_plan(profile_of(1, 1, 80, "local"), recipe).stages}
     assert plan["finetune"].precision == "16-mixed" and plan["distill_width"].precision == "bf16-mixed"
     assert not plan["import"].uses_gpus and plan["import"].precision == "32"  # the old jobs' CPU default too
+
+
+def test_a_profile_without_gpus_plans_every_model_stage_as_one_fp32_process_on_a_node():
+    """gpus_per_node: 0 (nodes without GPUs, the Slurm testbed): TP=PP=CP=DP=1 on one node, the whole global batch
+    by accumulation, fp32 and the local spec, no gradient clipping in the stage config; no GPU-hours."""
+    from launcher.rendering.stageconfig import build_stage_config
+    from jobs.contract import RunLayout
+
+    data = {"executor": "slurm", "nodes": 4, "gpus_per_node": 0, "cpus_per_node": 8, "partition": "gpu",
+            "job_dir": "/shared/runs", "container": "none"}
+    profile = profile_from_located(Located(data=data, file="cpu.yaml"), "cpu.yaml")
+    assert profile.gpu is None and profile.hardware == "4 nodes, CPUs only"
+    recipe = load_recipe("tiny", ["stages.finetune.steps=30"])
+    plan = make_plan(profile, recipe)
+    assert {s.name: set(s.depends_on) for s in plan.stages} == expected_graph(recipe)
+    stages = {s.name: s for s in plan.stages}
+    for s in plan.stages:
+        assert (s.nodes, s.gpus_per_node, s.tp, s.pp, s.cp, s.dp, s.est_gpu_hours) == (1, 0, 1, 1, 1, 1, 0)
+        if s.kind != "data":
+            assert (s.precision, s.attention, s.cpus_per_task) == ("32", "unfused", 8), s.name
+    ft = stages["finetune"]
+    assert (ft.micro_batch_size, ft.global_batch_size, ft.grad_accum, ft.steps) == (4, 8, 2, 30)
+    assert ft.why.startswith("CPU: 1 process, fp32") and "no gradient clipping" in ft.why
+    assert stages["prune_depth"].steps == 0 and stages["prune_width"].steps == 16 // 4
+    assert (stages["report"].micro_batch_size, stages["report"].global_batch_size) == (4, 8)
+    config = build_stage_config("r", RunLayout("/shared/runs/runs/r"), recipe, ft)
+    assert config.engine == {"attention": "unfused", "precision": "32", "device": "cpu"}
+    assert config.train["clip_grad"] == 0.0 and config.parallel["gpus_per_node"] == 0
+    gpu_config = build_stage_config("r", RunLayout("/shared/runs/runs/r"), recipe,
+                                    make_plan(profile_of(1, 8, 80), recipe).stage("finetune"))
+    assert gpu_config.engine["device"] == "gpu" and gpu_config.train["clip_grad"] == 1.0
+    with pytest.raises(UserError, match="the tutorial's layout runs the finetune stage on 8 GPUs"):
+        make_plan(profile, load_recipe("tiny", ["layout=tutorial"]))

@@ -6,7 +6,9 @@ NODE_RANK) from Slurm's when srun started it, so any entrypoint can use torch's 
 the entrypoint fails, the first failing rank records its own exit code and last exception line in
 the stage's `failed` marker (jobs.contract): status then shows the task's code, not srun's 143/137
 or torchrun's 1. The stage config is read and checked (jobs.runtime.engine) before the entrypoint is
-imported, so a config that breaks the contract exits 2 before any heavy import. The entrypoint runs
+imported, so a config that breaks the contract exits 2 before any heavy import. A stage of the jobs planned
+on the CPU (`engine.device: cpu`) gets CPU placement first, and one planned for GPUs exits 2 where torch
+sees none (jobs/runtime/cpu.py). The entrypoint runs
 in this process (runpy), so nothing is lost between the two.
 With `runtime.stall_timeout_s` in the stage config, a watchdog thread ends a task whose steps have
 stopped (a hung collective, a stuck file system) with StageExit.CONTINUE after leaving the continue
@@ -27,10 +29,11 @@ from typing import Optional
 from jobs.contract import (ConfigError, RunLayout, StageConfig, StageExit, last_progress, read_stage_config,
                            write_continue, write_failure)
 
-from . import signals
+from . import cpu, signals
 from .engine import check_engine
 
 WATCHDOG_POLL_S = 1.0
+STAGE_PACKAGE = "jobs.stages."  # the stage jobs' entrypoints: their devices are prepared as planned
 
 
 def _tasks_on_this_node(environ: dict[str, str]) -> Optional[str]:
@@ -128,6 +131,16 @@ def start_watchdog(timeout_s: float, poll_s: float = WATCHDOG_POLL_S) -> threadi
     return thread
 
 
+def _prepare_devices(config: StageConfig) -> None:
+    """A model stage of the jobs planned for the CPU gets CPU placement before its entrypoint imports NeMo;
+    one planned for GPUs stops here (exit 2) when torch sees none (jobs.runtime.cpu). Other entrypoints (a
+    test's stand-in workload) run as they are."""
+    if cpu.on_cpu(config):
+        cpu.install()
+    else:
+        cpu.check_devices(config)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print("usage: python -m jobs.runtime.task ENTRYPOINT [ARGS...]", file=sys.stderr)
@@ -145,7 +158,13 @@ def main(argv: list[str]) -> int:
         start_watchdog(stall_timeout)
     sys.argv = [entrypoint, *args]
     try:
+        if config is not None and entrypoint.startswith(STAGE_PACKAGE):
+            _prepare_devices(config)
         runpy.run_module(entrypoint, run_name="__main__", alter_sys=True)
+    except ConfigError as exc:
+        print(f"minitron: {exc}", file=sys.stderr, flush=True)
+        _record(int(StageExit.CONFIG), f"ConfigError: {exc}")
+        return StageExit.CONFIG
     except SystemExit as exc:
         code = _exit_code(exc.code)
         if code not in (StageExit.OK, StageExit.CONTINUE):

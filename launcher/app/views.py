@@ -130,13 +130,13 @@ def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
             text(s.name), text(", ".join(s.depends_on) or "-"), f"{s.nodes}×{s.gpus_per_node}" if gpu else "cpu",
             f"{s.tp}/{s.pp}/{s.cp}/{s.dp}" if gpu else "-",
             f"{s.micro_batch_size}/{s.global_batch_size} ×{s.grad_accum}" if s.global_batch_size else "-",
-            _engine(s) if gpu else "-", str(s.steps) if s.steps is not None else "-",
+            _engine(s) if "engine" in s.stage_kind.sections else "-", str(s.steps) if s.steps is not None else "-",
             _tokens(s.tokens), mem, text(s.partition or "-"), text(s.container or "none"), text(s.time_limit),
             _hours(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-"))
     out = console()
     out.print(_fitted(out, PLAN_COLUMNS, rows, wide, title_justify="left",
                      title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
-                                f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model})")))
+                                f"({profile.hardware})")))
     for s in plan.stages:
         out.print(f"  [bold]{text(s.name)}[/]: {text(s.why)}")
     data = plan.to_json()
@@ -296,7 +296,7 @@ def profiles_table(rows: list[dict[str, Any]]) -> None:
             cells.append((text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "-", "-", "-", "-"))
             continue
         cells.append((text(row["name"]), text(row["executor"]), f"{row['nodes']}×{row['gpus_per_node']}",
-                      text(row["gpu_model"]), text(row["partition"] or "-"), text(row["container"] or "none")))
+                      text(row["gpu_model"] or "cpu"), text(row["partition"] or "-"), text(row["container"] or "none")))
     cols = (_Col("name"), _Col("executor", fold=8), _Col("nodes×\nGPUs", fold=6), _Col("GPU", fold=9),
             _Col("partition", fold=9), _Col("container", fold=15))
     out.print(_fitted(out, cols, cells, title="bundled cluster profiles (--profile NAME; minitron profiles show NAME)",

@@ -33,6 +33,8 @@ from .shapes import divisors, gib, ranges, show, stage_shape, student_shape, tea
 from .training import TUTORIAL_PRUNE_PP, TrainingLayouts
 
 CPU_PRECISION = "32"
+# A profile without GPUs (gpus_per_node: 0) runs its model stages on one node's CPUs, one process each.
+CPU_MODEL_ESTIMATES = (Estimate.TRAINING, Estimate.PRUNING, Estimate.EVALUATION)
 
 # Keep this much of each GPU free of the estimate: the allocator, NCCL growth and estimate error.
 USABLE_FRACTION = 0.9
@@ -63,9 +65,11 @@ class Planner(TrainingLayouts):
         self.profile = profile
         self.recipe = recipe
         self.executor = traits(profile.executor)
-        self.gpu_gib = profile.gpu.memory_gib
-        self.usable = profile.gpu.memory_gib * USABLE_FRACTION * mm.GIB
-        self.tflops = mm.achievable_tflops(profile.gpu.model, profile.gpu.achievable_tflops, profile.attention)
+        gpu = profile.gpu if profile.gpus_per_node else None
+        self.gpu_gib = gpu.memory_gib if gpu else 0.0
+        self.usable = self.gpu_gib * USABLE_FRACTION * mm.GIB
+        self.tflops = (mm.achievable_tflops(gpu.model, gpu.achievable_tflops, profile.attention) if gpu
+                       else tm.CPU_TFLOPS)
         self.calibrations = calibration.load()
         self.profile_key = calibration.profile_key(profile)
         self.estimates: dict[Estimate, Callable[[StagePlan, Any], None]] = {
@@ -124,7 +128,13 @@ class Planner(TrainingLayouts):
                          entrypoint=settings.entrypoint or kind.entrypoint, nodes=1, gpus_per_node=0,
                          attention=self.profile.attention, pruning=node.pruning,
                          container=None if self.profile.container == "none" else self.profile.container)
-        self.estimates[kind.estimate](base, settings)
+        if not self.profile.gpus_per_node and kind.estimate in CPU_MODEL_ESTIMATES:
+            self._plan_on_cpu(base, settings)
+        else:
+            self.estimates[kind.estimate](base, settings)
+        if "engine" in kind.sections and not self.profile.gpus_per_node:
+            base.attention = "unfused"  # no GPUs at all: Transformer Engine's kernels need one
+            base.cpus_per_task = self.profile.cpus_per_node or None  # a model stage has a node's CPUs
         if "engine" in kind.sections:  # a model stage planned without GPUs runs in full precision on the CPU
             base.precision = (settings.precision or self.recipe.precision) if base.uses_gpus else CPU_PRECISION
         if kind.trains:
@@ -169,6 +179,71 @@ class Planner(TrainingLayouts):
             raise UserError(f"the {key.split('.')[1]} stage needs GPUs but the profile has gpus_per_node=0",
                             file=self.profile.source, key="gpus_per_node")
         return self.profile.gpus_per_node
+
+    def _plan_on_cpu(self, sp: StagePlan, st: Any) -> None:
+        """A model stage of a profile without GPUs: one process on one node's CPUs (TP=PP=CP=DP=1), in fp32
+        with megatron-core's local spec (`_plan_stage`); a training stage accumulates its whole global batch
+        and trains without gradient clipping (megatron-core's clipping needs CUDA tensors). For clusters and
+        testbeds without GPUs: a smoke run proves the launcher, Slurm and the stage jobs, not throughput."""
+        kind, key = sp.stage_kind, f"stages.{sp.kind}"
+        if self.recipe.layout == "tutorial":
+            raise self.recipe.error("layout", f"the tutorial's layout runs the {sp.kind} stage on 8 GPUs, but the "
+                                    f"profile has gpus_per_node=0; use layout: planned")
+        sp.nodes, sp.gpus_per_node = 1, 0
+        shape = teacher_shape(self.recipe)
+        seq = (getattr(st, "seq_length", None) if kind.estimate != Estimate.EVALUATION else None) \
+            or self.recipe.data.seq_length
+        if kind.estimate == Estimate.TRAINING:
+            gbs, lr = self._scaled_batch(st, 1, key)
+            mbs = st.micro_batch_size
+            while gbs % mbs:
+                mbs //= 2
+            steps = math.ceil(st.tokens / (gbs * seq)) if st.tokens else st.steps
+            sp.micro_batch_size, sp.global_batch_size, sp.grad_accum = mbs, gbs, gbs // mbs
+            sp.steps, sp.seq_length, sp.tokens = steps, seq, steps * gbs * seq
+            sp.lr, sp.min_lr = lr, st.min_lr * (lr / st.lr if st.lr else 1.0)
+            sp.recompute = st.recompute
+            shapes = self._shapes(sp)
+            flops = mm.flops_per_token(shapes[0], seq) + (
+                mm.forward_flops_per_token(shapes[1], seq) if len(shapes) > 1 else 0.0)
+            step_s = gbs * seq * flops / (self.tflops * 1e12) + tm.STEP_OVERHEAD_S
+            val_s = (steps // st.val_check_interval) * st.limit_val_batches * step_s / 3
+            loaded = sum(s.total_params() for s in shapes)
+            sp.est_startup_s = round(self._startup_s(True, loaded, tm.TEACHER_SETUP_S if len(shapes) > 1 else 0.0), 1)
+            sp.est_step_s = step_s
+            sp.est_hours = (sp.est_startup_s + steps * step_s + val_s) / 3600
+            sp.why = (f"CPU: 1 process, fp32, MBS={mbs}, {gbs // mbs} accumulation step(s); no gradient clipping "
+                      f"(CUDA only)")
+        elif kind.estimate == Estimate.PRUNING:
+            spec = self.recipe.pruning[sp.pruning]
+            calibrates = spec.drop_layers is None
+            sp.micro_batch_size = sp.global_batch_size = st.micro_batch_size
+            sp.grad_accum, sp.seq_length = 1, seq
+            sp.steps = st.num_train_samples // st.micro_batch_size if calibrates else 0
+            sp.tokens = sp.steps * st.micro_batch_size * seq
+            sp.est_step_s = st.micro_batch_size * seq * mm.forward_flops_per_token(shape, seq) / (self.tflops * 1e12)
+            sp.est_startup_s = round(self._startup_s(True, shape.total_params()), 1)
+            sp.est_hours = (sp.est_startup_s + sp.steps * sp.est_step_s) / 3600
+            what = "drop layers " + ranges(spec.drop_layers) if not calibrates else ", ".join(
+                f"{k.removeprefix('target_')}={v}" for k, v in spec.targets().items())
+            sp.why = (f"CPU: 1 process, fp32; {what}" + (f"; {st.num_train_samples} calibration samples at batch "
+                                                         f"{st.micro_batch_size}" if calibrates else "; no calibration"))
+        else:
+            trained = self.recipe.settings(kind.batches_from)
+            seq = trained.seq_length or self.recipe.data.seq_length
+            evaluated = [stage_shape(self.recipe, s.variant is not None, s.variant)
+                         for s in sources(self.recipe, kind, sp.pruning) if s.output.name == "model"]
+            gbs = trained.global_batch_size
+            sp.micro_batch_size, sp.global_batch_size = trained.micro_batch_size, gbs
+            sp.grad_accum, sp.seq_length = gbs // trained.micro_batch_size, seq
+            sp.tokens = len(evaluated) * trained.limit_val_batches * gbs * seq
+            sp.est_startup_s = round(self._startup_s(True, sum(m.total_params() for m in evaluated)), 1)
+            sp.est_hours = (sp.est_startup_s + sp.tokens * mm.forward_flops_per_token(shape, seq)
+                            / (self.tflops * 1e12)) / 3600
+            then = ("plots from the trainers' TensorBoard logs" if any(i.output == "log_dir" for i in kind.inputs)
+                    else "a table")
+            sp.why = (f"CPU: 1 process, fp32, MBS={sp.micro_batch_size}: validation loss of {len(evaluated)} models "
+                      f"on {trained.limit_val_batches} batches of {gbs}, then {then}")
 
     def _plan_prune(self, sp: StagePlan, st: Any) -> None:
         key = f"stages.{sp.kind}"
@@ -222,11 +297,6 @@ class Planner(TrainingLayouts):
         forward passes over one node, TP=1, the smallest PP that fits the teacher."""
         curves = any(i.output == "log_dir" for i in sp.stage_kind.inputs)
         then = "plots from the trainers' TensorBoard logs" if curves else "a table"
-        if self.profile.gpus_per_node == 0:
-            sp.est_startup_s = round(self._startup_s(True), 1)
-            sp.est_hours = sp.est_startup_s / 3600
-            sp.why = f"CPU only: {then}"
-            return
         gpn = self.profile.gpus_per_node
         shape = teacher_shape(self.recipe)
         trained = self.recipe.settings(sp.stage_kind.batches_from)

@@ -25,6 +25,8 @@ BUILTIN_DATA_S = 45.0    # the tiny corpus: imports, BPE training, tokenising (m
 # 300 fine-tune steps at 2 micro-batches took ~21 s beyond the startup of a stage with no steps.
 STEP_OVERHEAD_S = 0.03
 MICRO_BATCH_OVERHEAD_S = 0.02
+# fp32 model TFLOP/s of one process on a node's CPUs (a profile without GPUs): a guess until measured.
+CPU_TFLOPS = 0.05
 CHECKPOINT_BYTES_PER_PARAM = mm.WEIGHT_BYTES + mm.OPTIMIZER_BYTES  # weights + fp32 master and Adam
 
 
