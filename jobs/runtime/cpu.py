@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 
 from jobs.contract import ConfigError, StageConfig
 
@@ -29,23 +30,31 @@ _FACTORIES = ("tensor", "zeros", "ones", "empty", "full", "arange", "rand", "ran
 _installed = False
 
 
+class DeviceError(ConfigError):
+    """This node or Python cannot run the stage as planned (no torch, or no GPU where the plan has GPUs)."""
+
+
 def on_cpu(cfg: StageConfig) -> bool:
     """Whether the plan runs this stage's model on the CPU (`engine.device`, gpu when absent)."""
     return cfg.engine is not None and cfg.engine.get("device", "gpu") == "cpu"
 
 
 def check_devices(cfg: StageConfig) -> None:
-    """ConfigError when a model stage planned for GPUs finds none: the profile says the nodes have GPUs
-    (or Slurm's GRES does) but torch sees no CUDA device here."""
-    if cfg.engine is None or on_cpu(cfg):
+    """ConfigError when this Python cannot run the stage's model (no torch: the profile's `python` lacks the
+    jobs' stack), or when a stage planned for GPUs finds none: the profile (or Slurm's GRES) says the nodes
+    have GPUs but torch sees no CUDA device here."""
+    if cfg.engine is None:
         return
-    import torch
-
-    if torch.cuda.is_available():
+    try:
+        import torch
+    except ImportError as exc:
+        raise DeviceError(f"cannot import torch ({exc}): {sys.executable} lacks the jobs' stack; run the NeMo "
+                          f"container, or point the profile's `python` at a Python with torch and NeMo 2.7") from None
+    if on_cpu(cfg) or torch.cuda.is_available():
         return
     planned = (cfg.parallel or {}).get("gpus_per_node", 1)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    raise ConfigError(
+    raise DeviceError(
         f"the plan gives this stage {planned} GPU(s) per node, but torch {torch.__version__} sees no CUDA device "
         f"here (CUDA_VISIBLE_DEVICES={visible if visible is not None else 'unset'}"
         f"{'' if torch.version.cuda else ', a CPU-only torch build'}): on nodes without GPUs set "

@@ -33,7 +33,7 @@ from . import cpu, signals
 from .engine import check_engine
 
 WATCHDOG_POLL_S = 1.0
-STAGE_PACKAGE = "jobs.stages."  # the stage jobs' entrypoints: their devices are prepared as planned
+STAGE_PACKAGE = "jobs.stages."  # the jobs' own stages: devices checked, CPU placement installed as planned
 
 
 def _tasks_on_this_node(environ: dict[str, str]) -> Optional[str]:
@@ -93,12 +93,16 @@ def _exit_code(code: object) -> int:
     return 1  # sys.exit("message") prints the message and exits 1
 
 
-def _stage_config(args: list[str]) -> Optional[StageConfig]:
+def _stage_config(args: list[str], devices: bool) -> Optional[StageConfig]:
     """The stage config named by `--config` (None for an entrypoint run without one); ConfigError when it
-    breaks the contract or asks for an engine this stack does not have."""
+    breaks the contract, or (for the jobs' own stages, `devices`) plans GPUs where torch sees none or asks
+    for an engine this stack does not have. The devices come first: on nodes without GPUs the fix is
+    `gpus_per_node: 0`, whatever the attention path."""
     if "--config" not in args or args.index("--config") + 1 >= len(args):
         return None
     config = read_stage_config(args[args.index("--config") + 1])
+    if devices:
+        cpu.check_devices(config)
     check_engine(config)
     return config
 
@@ -131,16 +135,6 @@ def start_watchdog(timeout_s: float, poll_s: float = WATCHDOG_POLL_S) -> threadi
     return thread
 
 
-def _prepare_devices(config: StageConfig) -> None:
-    """A model stage of the jobs planned for the CPU gets CPU placement before its entrypoint imports NeMo;
-    one planned for GPUs stops here (exit 2) when torch sees none (jobs.runtime.cpu). Other entrypoints (a
-    test's stand-in workload) run as they are."""
-    if cpu.on_cpu(config):
-        cpu.install()
-    else:
-        cpu.check_devices(config)
-
-
 def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print("usage: python -m jobs.runtime.task ENTRYPOINT [ARGS...]", file=sys.stderr)
@@ -148,23 +142,20 @@ def main(argv: list[str]) -> int:
     entrypoint, args = argv[0], argv[1:]
     os.environ.update(distributed_env(dict(os.environ)))
     try:
-        config = _stage_config(args)
+        config = _stage_config(args, devices=entrypoint.startswith(STAGE_PACKAGE))
     except ConfigError as exc:
-        print(f"minitron: invalid stage config: {exc}", file=sys.stderr, flush=True)
-        _record(int(StageExit.CONFIG), f"ConfigError: {exc}")
+        what = "cannot run this stage here" if isinstance(exc, cpu.DeviceError) else "invalid stage config"
+        print(f"minitron: {what}: {exc}", file=sys.stderr, flush=True)
+        _record(int(StageExit.CONFIG), f"{type(exc).__name__}: {exc}")
         return StageExit.CONFIG
     stall_timeout = _stall_timeout(config)
     if stall_timeout:
         start_watchdog(stall_timeout)
     sys.argv = [entrypoint, *args]
     try:
-        if config is not None and entrypoint.startswith(STAGE_PACKAGE):
-            _prepare_devices(config)
+        if config is not None and entrypoint.startswith(STAGE_PACKAGE) and cpu.on_cpu(config):
+            cpu.install()
         runpy.run_module(entrypoint, run_name="__main__", alter_sys=True)
-    except ConfigError as exc:
-        print(f"minitron: {exc}", file=sys.stderr, flush=True)
-        _record(int(StageExit.CONFIG), f"ConfigError: {exc}")
-        return StageExit.CONFIG
     except SystemExit as exc:
         code = _exit_code(exc.code)
         if code not in (StageExit.OK, StageExit.CONTINUE):

@@ -209,9 +209,13 @@ def status_table(report: Any, wide: bool = False) -> None:
                      title=f"run {text(report.run_id)}: {styled(report.overall)}  ({time.strftime('%H:%M:%S')})"))
     totals = report.totals or {}
     if totals.get("gpu_hours") is not None:
-        wall = (f"wall {_duration(totals['wall_s'])} (planned {_duration(totals.get('est_wall_s'))}), "
+        wall = (f"wall {_duration(totals['wall_s'])} (planned {_duration(totals.get('est_wall_s'))})"
                 if totals.get("wall_s") is not None else "")
-        out.print(f"{wall}GPU-hours {totals['gpu_hours']:.3f} used (planned {totals.get('est_gpu_hours') or 0:.3f})")
+        if totals["gpu_hours"] or totals.get("est_gpu_hours"):
+            out.print(f"{wall}{', ' if wall else ''}GPU-hours {totals['gpu_hours']:.3f} used "
+                      f"(planned {totals.get('est_gpu_hours') or 0:.3f})")
+        elif wall:  # a run without GPUs
+            out.print(f"{wall}, no GPUs")
     for s in report.stages:
         if s.exception:
             out.print(f"[red]{text(s.name)}[/] failed on its first failing rank: {text(s.exception)}")
