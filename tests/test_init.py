@@ -130,25 +130,55 @@ def test_json_tells_what_was_read_and_written(tmp_path):
 
 
 def test_the_testbed_profile_plans_the_tiny_recipe(tmp_path):
-    proc = init(tmp_path, "--gpu-model", "H100-80GB", "--container", "none", "--job-dir", str(tmp_path / "jobs"),
-                source=TESTBED)
+    proc = init(tmp_path, "--gpu-model", "H100-80GB", "--container", "none", "--python", sys.executable,
+                "--job-dir", str(tmp_path / "jobs"), source=TESTBED)
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "p.yaml").read_text()
     assert "gpu: {model: H100-80GB, memory_gib: 80}   # --gpu-model" in text
     assert "# cpu_partition: not set; every partition has GPUs" in text and "container: none" in text
     assert "# timeouts: not set; gpu: no MaxTime" in text
+    assert "mpi: none" in text and "MpiDefault=none of this cluster (scontrol show config)" in text
     profile = load_profile(str(tmp_path / "p.yaml"))
-    assert (profile.partition, profile.gpus_per_node, profile.mem_per_node, profile.account) == \
-        ("gpu", 4, "4000M", "ci")
+    assert (profile.partition, profile.gpus_per_node, profile.mem_per_node, profile.account, profile.python) == \
+        ("gpu", 4, "4000M", "ci", sys.executable)
     planned = run_cli("plan", "--profile", str(tmp_path / "p.yaml"), "--recipe", "tiny")
     assert planned.returncode == 0, planned.stderr
+
+
+def test_gpus_per_node_0_writes_a_profile_whose_stages_run_on_the_cpus(tmp_path):
+    """The testbed's GRES is emulated: `--gpus-per-node 0` plans every model stage as one fp32 process on a CPU."""
+    proc = init(tmp_path, "--gpus-per-node", "0", "--container", "none", "--python", "/opt/nemo/bin/python",
+                "--job-dir", str(tmp_path / "jobs"), source=TESTBED)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 node, CPUs only, partition gpu" in proc.stdout
+    text = (tmp_path / "p.yaml").read_text()
+    assert any(line.startswith("gpus_per_node: 0 ") and "--gpus-per-node 0: no GPUs" in line
+               for line in text.splitlines()), text
+    assert "# gpu: not set; no GPUs" in text and "# cpu_partition: not set; no GPUs (--gpus-per-node 0)" in text
+    profile = load_profile(str(tmp_path / "p.yaml"))
+    assert (profile.gpus_per_node, profile.gpu, profile.python, profile.cpus_per_node) == \
+        (0, None, "/opt/nemo/bin/python", 8)
+    planned = run_cli("plan", "--profile", str(tmp_path / "p.yaml"), "--recipe", "tiny", "--json")
+    assert planned.returncode == 0, planned.stderr
+    stages = json.loads(planned.stdout)["stages"]
+    models = [s for s in stages if s["kind"] not in ("data",)]
+    assert all(s["gpus_per_node"] == 0 and s["nodes"] == 1 and (s["tp"], s["pp"], s["dp"]) == (1, 1, 1)
+               for s in stages)
+    assert {(s["precision"], s["attention"]) for s in models} == {("32", "unfused")}
+    assert all(s["cpus_per_task"] == 8 for s in models) and {s["partition"] for s in stages} == {"gpu"}
+    err = one_error_line(init(tmp_path, "--gpus-per-node", "0", "--container", "nvcr.io/nvidia/nemo:26.02",
+                              "--python", "python3", "--job-dir", "/x", source=TESTBED, name="q.yaml"))
+    assert "--python: is for --container none" in err
+    err = one_error_line(init(tmp_path, "--gpus-per-node", "0", "--container", "none", "--python", "venv/bin/python",
+                              "--job-dir", "/x", source=TESTBED, name="q.yaml"))
+    assert "--python: give a command name or an absolute path" in err
 
 
 def test_without_accounting_the_account_is_left_out(tmp_path):
     source = copy_of(TESTBED, tmp_path)
     (source / "sacctmgr_show_user.txt").unlink()
-    proc = init(tmp_path, "--gpu-model", "H100-80GB", "--container", "none", "--job-dir", "/scratch/runs",
-                source=source)
+    proc = init(tmp_path, "--gpu-model", "H100-80GB", "--container", "none", "--python", "python3",
+                "--job-dir", "/scratch/runs", source=source)
     assert proc.returncode == 0, proc.stderr
     assert "# account: not set; sacctmgr show user did not answer" in (tmp_path / "p.yaml").read_text()
     assert load_profile(str(tmp_path / "p.yaml")).account is None
@@ -162,7 +192,8 @@ def test_missing_answers_without_a_terminal_name_every_flag(tmp_path):
                           "terminal")
     assert "the GRES of partition gpu names no GPU type" in err
     err = one_error_line(init(tmp_path, "--partition", "a100", "--container", "none", "--job-dir", "/x"))
-    assert err.startswith("minitron: error: --gpu-model: ") and "GRES type a100" in err
+    assert err.startswith("minitron: error: --gpu-model, --python: ") and "GRES type a100" in err
+    assert "the stages run on the nodes' own Python" in err
     assert os.listdir(tmp_path) == []
 
 
@@ -259,5 +290,6 @@ def test_end_of_input_at_a_prompt_names_the_flag(tmp_path):
     finally:
         os.close(master)
     assert proc.returncode == 2
-    assert err.decode().splitlines()[-1] == "minitron: error: --job-dir: no answer (end of input) (pass --job-dir DIR)"
+    assert err.decode().splitlines()[-1] == ("minitron: error: --python: no answer (end of input) (pass --python PATH "
+                                             "(a Python with the jobs' stack, NeMo 2.7))")
     assert not (tmp_path / "p.yaml").exists()

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from launcher.planning import memory as mm
+from launcher.planning import timemodel as tm
 from launcher.planning.shapes import divisors, student_shape, teacher_shape
 from launcher.core.errors import UserError
-from launcher.planning.planner import (FREE_CONTINUATIONS, USABLE_FRACTION, Planner, continuations_needed,
-                                       make_plan)
+from launcher.planning.planner import FREE_CONTINUATIONS, USABLE_FRACTION, Planner, make_plan
 from launcher.config.profile import load_profile, profile_from_located
 from launcher.config.recipe import load_recipe
 from launcher.config.yamlfile import Located
@@ -464,7 +464,8 @@ def test_a_continuation_budget_above_what_the_run_can_use_is_refused():
     long_run = load_recipe(None, ["stages.distill.tokens=94e9"])
     plan = make_plan(profile_of(1, 8, 80, max_continuations=200), long_run)  # enough, and not too many
     lead = profile_of(1, 8, 80).signal_lead_s
-    needed = max(continuations_needed(s, lead) for s in plan.stages if s.requeue)
+    needed = max(tm.continuations_needed(s.est_hours, s.est_startup_s, s.time_limit, lead)
+                 for s in plan.stages if s.requeue)
     assert needed > FREE_CONTINUATIONS
     with pytest.raises(UserError, match="more than the 11 that max_continuations=10 allows"):
         make_plan(profile_of(1, 8, 80), long_run)  # too few: refused at plan time (tests/test_plan_limits.py)
@@ -491,3 +492,36 @@ def test_attention_flops_count_the_query_heads_not_the_hidden_size():
         return flops_per_token(shape, seq) - flops_per_token(shape, 0)
 
     assert attention(width) == attention(teacher) == 6 * 8 * 4096 * seq
+
+
+def test_a_profile_without_gpus_plans_every_model_stage_as_one_fp32_process_on_a_node():
+    """gpus_per_node: 0 (nodes without GPUs, the Slurm testbed): TP=PP=CP=DP=1 on one node, the whole global batch
+    by accumulation, fp32 and the local spec, no gradient clipping in the stage config; no GPU-hours."""
+    from launcher.rendering.stageconfig import build_stage_config
+    from jobs.contract import RunLayout
+
+    data = {"executor": "slurm", "nodes": 4, "gpus_per_node": 0, "cpus_per_node": 8, "partition": "gpu",
+            "job_dir": "/shared/runs", "container": "none"}
+    profile = profile_from_located(Located(data=data, file="cpu.yaml"), "cpu.yaml")
+    assert profile.gpu is None and profile.hardware == "4 nodes, CPUs only"
+    recipe = load_recipe("tiny", ["stages.finetune.steps=30"])
+    plan = make_plan(profile, recipe)
+    assert {s.name: set(s.depends_on) for s in plan.stages} == expected_graph(recipe)
+    stages = {s.name: s for s in plan.stages}
+    for s in plan.stages:
+        assert (s.nodes, s.gpus_per_node, s.tp, s.pp, s.cp, s.dp, s.est_gpu_hours) == (1, 0, 1, 1, 1, 1, 0)
+        if s.kind != "data":
+            assert (s.precision, s.attention, s.cpus_per_task) == ("32", "unfused", 8), s.name
+    ft = stages["finetune"]
+    assert (ft.micro_batch_size, ft.global_batch_size, ft.grad_accum, ft.steps) == (4, 8, 2, 30)
+    assert ft.why.startswith("CPU: 1 process, fp32") and "no gradient clipping" in ft.why
+    assert stages["prune_depth"].steps == 0 and stages["prune_width"].steps == 16 // 4
+    assert (stages["report"].micro_batch_size, stages["report"].global_batch_size) == (4, 8)
+    config = build_stage_config("r", RunLayout("/shared/runs/runs/r"), recipe, ft)
+    assert config.engine == {"attention": "unfused", "precision": "32", "device": "cpu"}
+    assert config.train["clip_grad"] == 0.0 and config.parallel["gpus_per_node"] == 0
+    gpu_config = build_stage_config("r", RunLayout("/shared/runs/runs/r"), recipe,
+                                    make_plan(profile_of(1, 8, 80), recipe).stage("finetune"))
+    assert gpu_config.engine["device"] == "gpu" and gpu_config.train["clip_grad"] == 1.0
+    with pytest.raises(UserError, match="the tutorial's layout runs the finetune stage on 8 GPUs"):
+        make_plan(profile, load_recipe("tiny", ["layout=tutorial"]))

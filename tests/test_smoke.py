@@ -35,7 +35,8 @@ def test_smoke_dry_run_is_the_tiny_recipe_on_one_node_of_the_users_profile(tmp_p
     assert "#SBATCH --nodes=1" in script and "nvcr.io#nvidia/nemo:26.02" in script  # the user's own image
     status = run_cli("status", out["run_id"], "--json", env=env)
     assert status.returncode == 8  # rendered: nothing proven yet
-    assert json.loads(status.stdout)["verdict"].startswith("smoke run RENDERED: no stage failed, but not every")
+    assert json.loads(status.stdout)["verdict"] == ("smoke run RENDERED (a dry run): nothing ran, the cluster is not proven "
+                                                   "ready yet (`minitron resume RUN --submit` submits it)")
 
 
 def test_smoke_refuses_a_recipe(tmp_path):

@@ -137,3 +137,47 @@ def test_a_config_that_breaks_the_contract_exits_2_before_the_entrypoint_is_impo
     assert not (tmp / "env.json").exists(), "the entrypoint ran"
     failure = read_markers(layout, "finetune").failure
     assert failure.exit_code == 2 and "engine.attention is 'fused'" in failure.exception
+
+
+def test_a_stage_planned_for_gpus_on_a_node_without_any_exits_2_naming_the_profile_setting(stage):
+    """Slurm's GRES may say GPUs the node does not have (the testbed emulates them): a stage of the jobs planned
+    for GPUs stops before its entrypoint, naming `gpus_per_node: 0`; a stand-in entrypoint is not checked."""
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    layout, tmp = stage
+    raw = stage_configs(render_run(tmp / "rendered"))["finetune"]
+    assert raw["engine"]["device"] == "gpu"
+    config = tmp / "finetune.json"
+    config.write_text(json.dumps({**raw, "run_dir": layout.run_dir, "markers_dir": layout.markers}))
+    environ = {**os.environ, "PYTHONPATH": f"{tmp / 'mods'}{os.pathsep}{REPO}", "MINITRON_RUN_DIR": layout.run_dir,
+               "MINITRON_STAGE": "finetune", "DUMP": str(tmp / "env.json"), "CUDA_VISIBLE_DEVICES": "0"}
+    proc = subprocess.run([sys.executable, "-m", "jobs.runtime.task", "jobs.stages.finetune", "--config",
+                           str(config)], env=environ, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    failure = read_markers(layout, "finetune").failure
+    assert failure.exit_code == 2 and "sees no CUDA device here (CUDA_VISIBLE_DEVICES=0" in failure.exception
+    assert "`gpus_per_node: 0` in the profile" in failure.exception
+    proc = subprocess.run([sys.executable, "-m", "jobs.runtime.task", "entry", "--mode", "ok", "--config",
+                           str(config)], env=environ, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_python_without_the_jobs_stack_exits_2_naming_the_profiles_python(stage):
+    """The profile's `python` on the nodes must have torch and NeMo: without torch a stage of the jobs stops before
+    its entrypoint, with the interpreter's path and the setting to change."""
+    layout, tmp = stage
+    raw = stage_configs(render_run(tmp / "rendered"))["finetune"]
+    config = tmp / "finetune.json"
+    config.write_text(json.dumps({**raw, "run_dir": layout.run_dir, "markers_dir": layout.markers}))
+    (tmp / "mods" / "torch.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    environ = {**os.environ, "PYTHONPATH": f"{tmp / 'mods'}{os.pathsep}{REPO}", "MINITRON_RUN_DIR": layout.run_dir,
+               "MINITRON_STAGE": "finetune"}
+    proc = subprocess.run([sys.executable, "-m", "jobs.runtime.task", "jobs.stages.finetune", "--config",
+                           str(config)], env=environ, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    failure = read_markers(layout, "finetune").failure
+    assert f"cannot import torch (No module named 'torch'): {sys.executable} lacks the jobs' stack" in \
+        failure.exception and "the profile's `python`" in failure.exception

@@ -24,6 +24,7 @@ PRUNE_TARGETS = ("target_ffn_hidden_size", "target_hidden_size", "target_num_att
                  "target_num_query_groups", "target_num_layers")
 ATTENTION = ("fused", "unfused")   # fused: Transformer Engine's layer spec; unfused: megatron-core's local spec
 PRECISIONS = ("bf16-mixed", "16-mixed", "32")
+DEVICES = ("gpu", "cpu")   # engine.device (optional, gpu when absent): cpu = one process on a node's CPUs
 MAX_STAGE_CONFIG_BYTES = 1024 * 1024
 
 
@@ -144,8 +145,8 @@ def _tokenizer(raw: Mapping[str, Any]) -> None:
 
 def _parallel(raw: Mapping[str, Any]) -> None:
     p = raw["parallel"]
-    if p["tp"] * p["pp"] * p["cp"] * p["dp"] != p["nodes"] * p["gpus_per_node"]:
-        raise ConfigError(f"parallel: tp*pp*cp*dp != nodes*gpus_per_node in {p}")
+    if p["tp"] * p["pp"] * p["cp"] * p["dp"] != p["nodes"] * (p["gpus_per_node"] or 1):
+        raise ConfigError(f"parallel: tp*pp*cp*dp != nodes*gpus_per_node (1 process per node without GPUs) in {p}")
     b = raw.get("batch")
     if isinstance(b, Mapping) and b["global_batch_size"] % (b["micro_batch_size"] * p["dp"]):
         raise ConfigError(f"batch: global_batch_size not a multiple of micro_batch_size*dp ({b}, dp={p['dp']})")
@@ -166,6 +167,13 @@ def _engine(raw: Mapping[str, Any]) -> None:
         raise ConfigError(f"engine.attention must be one of {', '.join(ATTENTION)}, got {engine['attention']!r}")
     if engine["precision"] not in PRECISIONS:
         raise ConfigError(f"engine.precision must be one of {', '.join(PRECISIONS)}, got {engine['precision']!r}")
+    if engine.get("device", "gpu") not in DEVICES:
+        raise ConfigError(f"engine.device must be one of {', '.join(DEVICES)}, got {engine['device']!r}")
+    if engine.get("device") == "cpu" and engine["precision"] != "32":
+        raise ConfigError(f"engine.device cpu runs precision 32, got {engine['precision']!r}")
+    parallel = raw.get("parallel")
+    if engine.get("device") == "cpu" and isinstance(parallel, Mapping) and parallel.get("gpus_per_node"):
+        raise ConfigError(f"engine.device cpu with parallel.gpus_per_node={parallel['gpus_per_node']}")
 
 
 def _probe(raw: Mapping[str, Any]) -> None:

@@ -6,7 +6,9 @@ NODE_RANK) from Slurm's when srun started it, so any entrypoint can use torch's 
 the entrypoint fails, the first failing rank records its own exit code and last exception line in
 the stage's `failed` marker (jobs.contract): status then shows the task's code, not srun's 143/137
 or torchrun's 1. The stage config is read and checked (jobs.runtime.engine) before the entrypoint is
-imported, so a config that breaks the contract exits 2 before any heavy import. The entrypoint runs
+imported, so a config that breaks the contract exits 2 before any heavy import. A stage of the jobs planned
+on the CPU (`engine.device: cpu`) gets CPU placement first, and one planned for GPUs exits 2 where torch
+sees none (jobs/runtime/cpu.py). The entrypoint runs
 in this process (runpy), so nothing is lost between the two.
 With `runtime.stall_timeout_s` in the stage config, a watchdog thread ends a task whose steps have
 stopped (a hung collective, a stuck file system) with StageExit.CONTINUE after leaving the continue
@@ -28,11 +30,12 @@ from typing import Optional
 from jobs.contract import (ConfigError, RunLayout, StageConfig, StageExit, last_progress, read_stage_config,
                            write_continue, write_failure)
 
-from . import signals
+from . import cpu, signals
 from .engine import check_engine
 from .ranklog import tee_output
 
 WATCHDOG_POLL_S = 1.0
+STAGE_PACKAGE = "jobs.stages."  # the jobs' own stages: devices checked, CPU placement installed as planned
 
 
 def _tasks_on_this_node(environ: dict[str, str]) -> Optional[str]:
@@ -101,12 +104,16 @@ def _exit_code(code: object) -> int:
     return 1  # sys.exit("message") prints the message and exits 1
 
 
-def _stage_config(args: list[str]) -> Optional[StageConfig]:
+def _stage_config(args: list[str], devices: bool) -> Optional[StageConfig]:
     """The stage config named by `--config` (None for an entrypoint run without one); ConfigError when it
-    breaks the contract or asks for an engine this stack does not have."""
+    breaks the contract, or (for the jobs' own stages, `devices`) plans GPUs where torch sees none or asks
+    for an engine this stack does not have. The devices come first: on nodes without GPUs the fix is
+    `gpus_per_node: 0`, whatever the attention path."""
     if "--config" not in args or args.index("--config") + 1 >= len(args):
         return None
     config = read_stage_config(args[args.index("--config") + 1])
+    if devices:
+        cpu.check_devices(config)
     check_engine(config)
     return config
 
@@ -147,16 +154,19 @@ def main(argv: list[str]) -> int:
     os.environ.update(distributed_env(dict(os.environ)))
     _tee_rank_output()
     try:
-        config = _stage_config(args)
+        config = _stage_config(args, devices=entrypoint.startswith(STAGE_PACKAGE))
     except ConfigError as exc:
-        print(f"minitron: invalid stage config: {exc}", file=sys.stderr, flush=True)
-        _record(int(StageExit.CONFIG), f"ConfigError: {exc}")
+        what = "cannot run this stage here" if isinstance(exc, cpu.DeviceError) else "invalid stage config"
+        print(f"minitron: {what}: {exc}", file=sys.stderr, flush=True)
+        _record(int(StageExit.CONFIG), f"{type(exc).__name__}: {exc}")
         return StageExit.CONFIG
     stall_timeout = _stall_timeout(config)
     if stall_timeout:
         start_watchdog(stall_timeout)
     sys.argv = [entrypoint, *args]
     try:
+        if config is not None and entrypoint.startswith(STAGE_PACKAGE) and cpu.on_cpu(config):
+            cpu.install()
         runpy.run_module(entrypoint, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         code = _exit_code(exc.code)

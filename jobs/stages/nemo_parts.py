@@ -278,7 +278,7 @@ def precision_plugin(precision: str) -> nl.MegatronMixedPrecision:
 def trainer(cfg: StageConfig, strategy: nl.MegatronStrategy, precision: str, **kwargs) -> nl.Trainer:
     """nl.Trainer over the planned nodes x GPUs; `kwargs` carry the stage's loop limits and callbacks."""
     return nl.Trainer(
-        devices=cfg.parallel["gpus_per_node"],
+        devices=cfg.parallel["gpus_per_node"] or 1,  # planned without GPUs: one process on the CPU
         num_nodes=cfg.parallel["nodes"],
         accelerator=accelerator(),
         strategy=strategy,

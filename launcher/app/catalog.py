@@ -29,7 +29,8 @@ def profile_rows() -> list[dict[str, Any]]:
         row: dict[str, Any] = {"name": name, "path": path}
         try:
             p = load_profile(path)
-            row.update(executor=p.executor, nodes=p.nodes, gpus_per_node=p.gpus_per_node, gpu_model=p.gpu.model,
+            row.update(executor=p.executor, nodes=p.nodes, gpus_per_node=p.gpus_per_node,
+                       gpu_model=p.gpu.model if p.gpu and p.gpus_per_node else None,
                        partition=p.partition, container=p.image)
         except UserError as exc:
             row["error"] = str(exc)

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("report", help="show a run's validation-loss report")
-    p.add_argument("run")
+    p.add_argument("run", nargs="?", help="default: the newest run")
     p.add_argument("--json", action="store_true")
 
     for name, what in (("profiles", "cluster profiles"), ("recipes", "recipes")):
@@ -162,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", metavar="NAME", help="the GPU partition (default: the default or only one with GPUs)")
     p.add_argument("--cpu-partition", metavar="NAME", help="for data prep and the report (default: one without GPUs)")
     p.add_argument("--gpu-model", metavar="MODEL", help="e.g. H100-80GB, where GRES names no type init knows")
+    p.add_argument("--gpus-per-node", type=int, metavar="N",
+                   help="GPUs per node where GRES is wrong; 0: nodes without GPUs (every stage on the CPUs)")
     p.add_argument("--container", metavar="IMAGE", help="the NeMo image the stages run in, or none")
+    p.add_argument("--python", metavar="PATH",
+                   help="with --container none: the Python on the nodes that has the jobs' stack (NeMo 2.7)")
     p.add_argument("--job-dir", metavar="DIR", help="where runs go, on the shared file system ($VARS allowed)")
     p.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes one stage may use (default 1)")
     p.add_argument("--json", action="store_true", help="what was read and written, as JSON")

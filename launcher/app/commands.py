@@ -132,7 +132,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    run = resolve_run(args.run)
+    run = resolve_run(args.run, default_newest=True)
     stage = next((s.name for s in run.plan.stages if any(o.name == "summary_json" for o in s.stage_kind.outputs)),
                  None)
     if stage is None:

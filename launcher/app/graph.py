@@ -37,7 +37,7 @@ def graph_tree(plan: Any, profile: Any) -> None:
             children[dep].append(s)
     data = plan.to_json()
     tree = Tree(f"[bold]{text(plan.recipe)}[/] on {text(os.path.basename(profile.source))} "
-                f"({profile.nodes} × {profile.gpus_per_node} {text(profile.gpu.model)}): critical path ≈ "
+                f"({text(profile.hardware)}): critical path ≈ "
                 f"{hours_text(data['est_hours'])}, {data['est_gpu_hours']:.1f} GPU-hours")
 
     def add(branch: Any, stage: Any) -> None:

@@ -43,7 +43,8 @@ ONE_SIZE = {"H100": ("H100-80GB", 80), "H200": ("H200", 139)}
 BEHIND = {"gpu": "gpu", "containers": "container", "container": "container", "partition": "partition",
           "cpu_partition": "cpu_partition", "job_dir": "job_dir", "nodes": "--nodes",
           "timeouts": "scontrol show partition", "default_time": "scontrol show partition",
-          "mem_per_node": "scontrol show node", "cpus_per_node": "scontrol show node", "gpus_per_node": "sinfo",
+          "mem_per_node": "scontrol show node", "cpus_per_node": "scontrol show node", "gpus_per_node": "gpus_per_node",
+          "python": "python",
           "account": "sacctmgr show user"}
 
 
@@ -144,6 +145,14 @@ def _image_check(ref: str) -> str:
     return "none" if ref.strip() == "none" else normalize_image(ref)
 
 
+def _python_check(command: str) -> str:
+    command = command.strip()
+    if not command or (os.sep in command and not os.path.isabs(command)) or any(c.isspace() for c in command):
+        raise ValueError(f"give a command name or an absolute path, such as /opt/venvs/nemo/bin/python, got "
+                         f"{shown(command)}")
+    return command
+
+
 def _job_dir_check(path: str) -> str:
     if not os.path.isabs(os.path.expanduser(os.path.expandvars(path.strip()))):
         raise ValueError(f"must be an absolute path on the shared file system, got {shown(path)}")
@@ -154,15 +163,25 @@ GPU_MODEL = Question("--gpu-model", "--gpu-model MODEL-NNGB such as H100-80GB",
                      "GPU model and memory, e.g. H100-80GB", _gpu_check)
 CONTAINER_IMAGE = Question("--container", "--container IMAGE or none", "container image, or none", _image_check,
                            CONTAINER)
+PYTHON = Question("--python", "--python PATH (a Python with the jobs' stack, NeMo 2.7)",
+                  "the Python on the nodes that has the jobs' stack (torch, NeMo 2.7)", _python_check, "python")
 JOB_DIR = Question("--job-dir", "--job-dir DIR", "job_dir, a directory for the runs on the shared file system",
                    _job_dir_check, DEFAULT_JOB_DIR)
 
 
-def _pick_partition(facts: ClusterFacts, ask: Asker, given: Optional[str]) -> Optional[Answer]:
+def _pick_partition(facts: ClusterFacts, ask: Asker, given: Optional[str], cpu_only: bool) -> Optional[Answer]:
+    if cpu_only:  # --gpus-per-node 0: any partition runs every stage
+        if given is not None:
+            question = Question("--partition", "--partition NAME", "", _partition_check(facts, False))
+            return Answer(checked(question, given), "--partition", "--partition")
+        default = facts.partitions.get(facts.default_partition or "") or next(iter(facts.partitions.values()))
+        return Answer(default, "the default partition (scontrol show partition)" if default.default
+                      else "the first partition sinfo lists", "sinfo")
     gpu_parts = [p for p in facts.partitions.values() if p.gpus_per_node]
     if not gpu_parts:
         raise UserError(f"no partition of {facts.source} has GPUs (no gpu GRES in sinfo)", key="--partition",
-                        hint="minitron runs its model stages on GPUs that Slurm schedules as GRES")
+                        hint="minitron runs its model stages on GPUs that Slurm schedules as GRES; for nodes "
+                             "without GPUs pass --gpus-per-node 0")
     default = facts.partitions.get(facts.default_partition or "")
     if given is None and len(gpu_parts) == 1:
         return Answer(gpu_parts[0], "the only partition with GPUs (sinfo)", "sinfo")
@@ -173,10 +192,12 @@ def _pick_partition(facts: ClusterFacts, ask: Asker, given: Optional[str]) -> Op
     return ask(question, given, f"{len(gpu_parts)} partitions have GPUs ({names}) and the default has none")
 
 
-def _pick_cpu_partition(facts: ClusterFacts, given: Optional[str], gpu: PartitionFacts) -> Answer:
+def _pick_cpu_partition(facts: ClusterFacts, given: Optional[str], gpu: PartitionFacts, cpu_only: bool) -> Answer:
     if given is not None:
         question = Question("--cpu-partition", "--cpu-partition NAME", "", _partition_check(facts, False))
         return Answer(checked(question, given), "--cpu-partition", "--cpu-partition")
+    if cpu_only:
+        return Answer(None, f"no GPUs (--gpus-per-node 0): every stage runs in {gpu.name}", "--gpus-per-node")
     cpu_parts = [p for p in facts.partitions.values() if not p.gpus_per_node]
     default = next((p for p in cpu_parts if p.default), cpu_parts[0] if cpu_parts else None)
     if default is None:
@@ -197,6 +218,17 @@ def _pick_gpu(part: PartitionFacts, ask: Asker, given: Optional[str]) -> Optiona
     return ask(GPU_MODEL, given, why)
 
 
+def _gpus_per_node(part: PartitionFacts, given: Optional[int]) -> Answer:
+    gres = f"GRES {', '.join(part.gres)} of partition {part.name}" if part.gres else \
+        f"partition {part.name} has no gpu GRES"
+    if given is None:
+        return Answer(part.gpus_per_node, f"{gres} (sinfo)", "sinfo")
+    if given == 0:
+        return Answer(0, f"--gpus-per-node 0: no GPUs, every stage on the nodes' CPUs; sinfo: {gres}",
+                      "--gpus-per-node")
+    return Answer(given, f"--gpus-per-node; sinfo: {gres}", "--gpus-per-node")
+
+
 def _memory(part: PartitionFacts) -> tuple[str, str]:
     """RealMemory (MB) as sbatch --mem takes it; RealMemory=1 is Slurm's default for 'not configured'."""
     mb = part.memory_mb
@@ -205,6 +237,17 @@ def _memory(part: PartitionFacts) -> tuple[str, str]:
         return "0", f"RealMemory of {part.name}'s nodes is not configured: 0 = all of a node's memory"
     value = f"{mb // 1024}G" if mb % 1024 == 0 else f"{mb}M"
     return value, f"RealMemory={mb} (MB) of {part.name}'s nodes{shapes} (scontrol show node)"
+
+
+def _mpi(facts: ClusterFacts) -> tuple[str, str]:
+    """srun's --mpi: the cluster's own MpiDefault where it is one the profile takes (the stages need no MPI:
+    torch meets at MASTER_ADDR), else pmix, as the bundled profiles have it."""
+    value = (facts.mpi_default or "").lower()
+    value = "pmix" if value.startswith("pmix") else value
+    if value in ("pmix", "pmi2", "none"):
+        return value, f"MpiDefault={facts.mpi_default} of this cluster (scontrol show config)"
+    seen = f"MpiDefault={facts.mpi_default} is not one of pmix, pmi2, none; " if facts.mpi_default else ""
+    return "pmix", f"{seen}not read from the cluster: `srun --mpi=list` says what it has"
 
 
 def _yaml(value: Any) -> str:
@@ -225,7 +268,7 @@ def render_profile(facts: ClusterFacts, answers: dict[str, Answer], nodes: int, 
     """The profile's text: every value with a comment saying where it came from."""
     part: PartitionFacts = answers["partition"].value
     cpu: Optional[PartitionFacts] = answers["cpu_partition"].value
-    model, memory_gib = answers["gpu"].value
+    gpus, gpus_note = answers["gpus_per_node"].value, answers["gpus_per_node"].note
     mem, mem_note = _memory(part)
     limits = {p.name: p.time_limit for p in (part, cpu) if p is not None and p.time_limit}
     unlimited = [p.name for p in (part, cpu) if p is not None and not p.time_limit]
@@ -239,9 +282,11 @@ def render_profile(facts: ClusterFacts, answers: dict[str, Answer], nodes: int, 
              "executor: slurm",
              _line("nodes", nodes, f"nodes one stage may use{' (--nodes)' if nodes != 1 else ''}; partition "
                                    f"{part.name} has {part.nodes}{'' if nodes != 1 else ' (--nodes N for more)'}"),
-             _line("gpus_per_node", part.gpus_per_node,
-                   f"GRES {', '.join(part.gres)} of partition {part.name} (sinfo)"),
-             _line("gpu", {"model": model, "memory_gib": memory_gib}, answers["gpu"].note),
+             _line("gpus_per_node", gpus, gpus_note),
+             (_line("gpu", {"model": answers["gpu"].value[0], "memory_gib": answers["gpu"].value[1]},
+                    answers["gpu"].note) if gpus else
+              "# gpu: not set; no GPUs: model stages run as one process on a node's CPUs, in fp32 (a smoke run, "
+              "not training speed)"),
              _line("cpus_per_node", part.cpus or 0, f"CPUTot of {part.name}'s nodes (scontrol show node)"
                    if part.cpus else "not reported: 0 = let Slurm decide"),
              _line("mem_per_node", mem, mem_note),
@@ -264,6 +309,8 @@ def render_profile(facts: ClusterFacts, answers: dict[str, Answer], nodes: int, 
                        + (f" (capped at {part.name}'s MaxTime)" if default_time != DEFAULT_TIME else "")))
     if image == "none":
         lines.append(_line("container", "none", f"{answers['container'].note}: stages run on the nodes' own Python"))
+        lines.append(_line("python", answers["python"].value, f"{answers['python'].note}: runs every stage on the "
+                                                              f"nodes; it needs the jobs' stack (torch, NeMo 2.7)"))
     else:
         lines += ["containers:", _line("nemo", image, answers["container"].note, indent="  "), "container: nemo"]
     mounted = "" if image == "none" else ", mounted at the same path in the container"
@@ -271,7 +318,7 @@ def render_profile(facts: ClusterFacts, answers: dict[str, Answer], nodes: int, 
                     f"{answers['job_dir'].note}; on the shared file system{mounted}"),
               _line("env_vars", None, "as in the bundled profiles; secrets by name only, from your shell"),
               *(f"  - {_yaml(item)}" for item in ENV_VARS),
-              _line("mpi", "pmix", "not read from the cluster: `srun --mpi=list` says what it has"),
+              _line("mpi", *_mpi(facts)),
               _line("gpu_request", "gpus-per-node", "or gres, where the cluster wants --gres=gpu:N"),
               _line("exclusive", True, "a stage holds its nodes alone")]
     return "\n".join(lines) + "\n"
@@ -319,15 +366,24 @@ def run_init(args: Any) -> int:
     if not 1 <= args.nodes <= 10000:
         raise UserError(f"must be between 1 and 10000, got {args.nodes}", key="--nodes")
     facts = read_cluster(RecordedCluster(args.from_file) if args.from_file else LiveCluster())
+    if args.gpus_per_node is not None and not 0 <= args.gpus_per_node <= 64:
+        raise UserError(f"must be between 0 and 64, got {args.gpus_per_node}", key="--gpus-per-node")
+    cpu_only = args.gpus_per_node == 0
     ask = Asker(interactive=sys.stdin.isatty())
-    answers = {"partition": _pick_partition(facts, ask, args.partition)}
+    answers = {"partition": _pick_partition(facts, ask, args.partition, cpu_only)}
     ask.fail_if_missing()  # what follows depends on the partition
     part = answers["partition"].value
     if args.nodes > part.nodes:
         raise UserError(f"partition {part.name} has {part.nodes} node(s), not {args.nodes}", key="--nodes")
-    answers["cpu_partition"] = _pick_cpu_partition(facts, args.cpu_partition, part)
-    answers["gpu"] = _pick_gpu(part, ask, args.gpu_model)
+    answers["gpus_per_node"] = _gpus_per_node(part, args.gpus_per_node)
+    answers["cpu_partition"] = _pick_cpu_partition(facts, args.cpu_partition, part, cpu_only)
+    if not cpu_only:
+        answers["gpu"] = _pick_gpu(part, ask, args.gpu_model)
     answers["container"] = ask(CONTAINER_IMAGE, args.container)
+    if answers["container"] is not None and answers["container"].value == "none":
+        answers["python"] = ask(PYTHON, args.python, "--container none: the stages run on the nodes' own Python")
+    elif args.python is not None:
+        raise UserError("is for --container none; in a container the stages run the image's python", key="--python")
     answers["job_dir"] = ask(JOB_DIR, args.job_dir)
     ask.fail_if_missing()
     content = render_profile(facts, answers, args.nodes, output)
@@ -339,8 +395,8 @@ def run_init(args: Any) -> int:
         return ExitCode.OK
     cluster_table(facts)
     out = console()
-    out.print(f"wrote {text(output)}: {text(profile.executor)}, {profile.nodes} × {profile.gpus_per_node} "
-              f"{text(profile.gpu.model)}, partition {text(profile.partition)}, "
+    out.print(f"wrote {text(output)}: {text(profile.executor)}, {text(profile.hardware)}, "
+              f"partition {text(profile.partition)}, "
               f"container {text(profile.image or 'none')}, account {text(profile.account or 'none')}")
     out.print(f"next: minitron check --profile {text(output)}; minitron plan --profile {text(output)}")
     return ExitCode.OK

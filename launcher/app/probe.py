@@ -165,7 +165,7 @@ def read_report(run: Run, stage: str) -> Optional[dict]:
 def expectations(profile: ClusterProfile, target: Target, hf_model: Optional[str]) -> dict[str, Any]:
     return {"stage": target.stage, "role": target.role, "kinds": list(target.kinds),
             "gpus_per_node": profile.gpus_per_node if target.role == "gpu" else 0,
-            "gpu_memory_gib": profile.gpu.memory_gib if target.role == "gpu" else None,
+            "gpu_memory_gib": profile.gpu.memory_gib if target.role == "gpu" and profile.gpu else None,
             "attention": profile.attention, "hf_model": hf_model}
 
 

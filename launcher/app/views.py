@@ -131,13 +131,13 @@ def plan_table(plan: Any, profile: Any, wide: bool = False) -> None:
             text(s.name), text(", ".join(s.depends_on) or "-"), f"{s.nodes}×{s.gpus_per_node}" if gpu else "cpu",
             f"{s.tp}/{s.pp}/{s.cp}/{s.dp}" if gpu else "-",
             f"{s.micro_batch_size}/{s.global_batch_size} ×{s.grad_accum}" if s.global_batch_size else "-",
-            _engine(s) if gpu else "-", str(s.steps) if s.steps is not None else "-",
+            _engine(s) if "engine" in s.stage_kind.sections else "-", str(s.steps) if s.steps is not None else "-",
             _tokens(s.tokens), mem, text(s.partition or "-"), text(s.container or "none"), text(s.time_limit),
             hours_text(s.est_hours), f"{s.est_gpu_hours:.1f}" if gpu else "-"))
     out = console()
     out.print(_fitted(out, PLAN_COLUMNS, rows, wide, title_justify="left",
                      title=text(f"{plan.recipe} on {profile.source.rsplit('/', 1)[-1]} "
-                                f"({profile.nodes} × {profile.gpus_per_node} {profile.gpu.model}"
+                                f"({profile.hardware}"
                                 + (f", at most {profile.node_cap} a stage" if profile.node_cap < profile.nodes else "")
                                 + ")")))
     for s in plan.stages:
@@ -213,9 +213,13 @@ def status_table(report: Any, wide: bool = False) -> None:
                      title=f"run {text(report.run_id)}: {styled(report.overall)}  ({time.strftime('%H:%M:%S')})"))
     totals = report.totals or {}
     if totals.get("gpu_hours") is not None:
-        wall = (f"wall {_duration(totals['wall_s'])} (planned {_duration(totals.get('est_wall_s'))}), "
+        wall = (f"wall {_duration(totals['wall_s'])} (planned {_duration(totals.get('est_wall_s'))})"
                 if totals.get("wall_s") is not None else "")
-        out.print(f"{wall}GPU-hours {totals['gpu_hours']:.3f} used (planned {totals.get('est_gpu_hours') or 0:.3f})")
+        if totals["gpu_hours"] or totals.get("est_gpu_hours"):
+            out.print(f"{wall}{', ' if wall else ''}GPU-hours {totals['gpu_hours']:.3f} used "
+                      f"(planned {totals.get('est_gpu_hours') or 0:.3f})")
+        elif wall:  # a run without GPUs
+            out.print(f"{wall}, no GPUs")
     for s in report.stages:
         if s.exception:
             out.print(f"[red]{text(s.name)}[/] failed on its first failing rank: {text(s.exception)}")
@@ -300,7 +304,7 @@ def profiles_table(rows: list[dict[str, Any]]) -> None:
             cells.append((text(row["name"]), f"[red]UNREADABLE[/] {text(row['error'], 200)}", "-", "-", "-", "-"))
             continue
         cells.append((text(row["name"]), text(row["executor"]), f"{row['nodes']}×{row['gpus_per_node']}",
-                      text(row["gpu_model"]), text(row["partition"] or "-"), text(row["container"] or "none")))
+                      text(row["gpu_model"] or "cpu"), text(row["partition"] or "-"), text(row["container"] or "none")))
     cols = (_Col("name"), _Col("executor", fold=8), _Col("nodes×\nGPUs", fold=6), _Col("GPU", fold=9),
             _Col("partition", fold=9), _Col("container", fold=15))
     out.print(_fitted(out, cols, cells, title="bundled cluster profiles (--profile NAME; minitron profiles show NAME)",

@@ -1,6 +1,6 @@
 """What a Slurm cluster offers, read for `minitron init`: partitions, GPUs, CPUs, memory, limits, account.
 
-Four read-only client calls (QUERIES), or with `--from-file DIR` the same commands' output saved
+Five read-only client calls (QUERIES; the config, for MpiDefault, is optional), or with `--from-file DIR` the same commands' output saved
 in DIR under the file names QUERIES gives, so a profile can be written offline and tested on
 recorded output. sinfo is parsed by the preflight's parser (slurm_preflight.parse_sinfo), so
 `init` and `submit` agree on what a partition offers; scontrol adds which partition is the
@@ -30,7 +30,9 @@ QUERIES = {
     "scontrol_show_partition.txt": ["scontrol", "show", "partition"],
     "scontrol_show_node.txt": ["scontrol", "show", "node"],
     "sacctmgr_show_user.txt": ["sacctmgr", "--noheader", "--parsable2", "show", "user", USER, "format=DefaultAccount"],
+    "scontrol_show_config.txt": ["scontrol", "show", "config"],
 }
+CONFIG_QUERY = "scontrol_show_config.txt"  # optional: MpiDefault
 ACCOUNT_QUERY = "sacctmgr_show_user.txt"
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # `scontrol show node` of ten thousand nodes is ~20 MB
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -56,6 +58,7 @@ class ClusterFacts:
     partitions: dict[str, PartitionFacts] = field(default_factory=dict)  # in sinfo's order
     account: Optional[str] = None
     account_note: str = ""        # where the account came from, or why there is none
+    mpi_default: Optional[str] = None  # MpiDefault of `scontrol show config` (srun's --mpi when none is given)
 
     @property
     def default_partition(self) -> Optional[str]:
@@ -183,4 +186,13 @@ def read_cluster(cluster: LiveCluster | RecordedCluster) -> ClusterFacts:
         raise UserError("lists no partitions", file=cluster.where("sinfo.txt"), hint="is this a Slurm login node?")
     facts.account, facts.account_note = account_from_output(cluster.output(ACCOUNT_QUERY, required=False),
                                                             "sacctmgr show user")
+    config = cluster.output(CONFIG_QUERY, required=False)
+    if config.returncode == 0:
+        facts.mpi_default = mpi_default(config.stdout)
     return facts
+
+
+def mpi_default(stdout: str) -> Optional[str]:
+    """`MpiDefault = pmix` of `scontrol show config`."""
+    match = re.search(r"^MpiDefault\s*=\s*(\S+)", stdout, re.M)
+    return match.group(1) if match else None

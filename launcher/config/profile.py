@@ -109,9 +109,9 @@ class GpuSpec:
 class ClusterProfile:
     executor: Literal["slurm", "local"]
     nodes: int = field(min=1, max=10000, doc="nodes one stage may use")
-    gpus_per_node: int = field(min=0, max=64)
-    gpu: GpuSpec
+    gpus_per_node: int = field(min=0, max=64, doc="0: no GPUs, every stage runs on the nodes' CPUs")
     job_dir: str = field(doc="run directories are created here; $VARS are expanded")
+    gpu: Optional[GpuSpec] = field(None, doc="the GPU's model and memory; required when gpus_per_node > 0")
     max_nodes: Optional[int] = field(None, min=1, max=10000,
                                      doc="the most nodes any stage takes (`--nodes` replaces it); default: nodes")
     cpus_per_node: int = field(0, min=0, max=4096, doc="0: let Slurm decide")
@@ -159,6 +159,13 @@ class ClusterProfile:
     def error(self, key: str, message: str, hint: str | None = None) -> UserError:
         """An error at `key` of the profile's file, with its line (checks after loading use it)."""
         return self.located.error(key, message, hint)
+
+    @property
+    def hardware(self) -> str:
+        """`2 × 8 H100-80GB`, or `1 node, CPUs only` for a profile without GPUs."""
+        if not self.gpus_per_node or self.gpu is None:
+            return f"{self.nodes} node{'s' if self.nodes != 1 else ''}, CPUs only"
+        return f"{self.nodes} × {self.gpus_per_node} {self.gpu.model}"
 
     @property
     def image(self) -> str | None:
@@ -261,6 +268,10 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
     if problem:
         raise src.error("job_dir", problem)
     profile.mounts = [_expand(m, f"mounts[{i}]", src) for i, m in enumerate(profile.mounts)]
+    if profile.gpus_per_node and profile.gpu is None:
+        raise src.error("gpus_per_node", f"is {profile.gpus_per_node}, but the profile has no gpu",
+                        "add `gpu: {model: H100-80GB, memory_gib: 80}` (your GPU), or set gpus_per_node: 0 "
+                        "for nodes without GPUs")
     executor = traits(profile.executor)
     if executor.max_nodes is not None and profile.nodes > executor.max_nodes:
         raise src.error("nodes", f"the {profile.executor} executor runs stages on exactly one node"
@@ -293,7 +304,8 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
                             f"own path, so mount elsewhere")
     _validate_env(profile, src)
     _check_hf_home(profile, src)
-    _validate_gpu(profile.gpu, src)
+    if profile.gpu is not None:
+        _validate_gpu(profile.gpu, src)
     for index, arg in enumerate(profile.sbatch_args):
         if not re.match(r"--[a-z][a-z0-9-]*(=|$)", arg) or "\n" in arg:
             raise src.error(f"sbatch_args[{index}]", f"expected one --flag[=value], got {shown(arg)}")

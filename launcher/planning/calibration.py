@@ -52,7 +52,7 @@ def profile_key(profile: Any) -> str:
     copied profile pointed at other hardware does not inherit the original's numbers."""
     source = getattr(profile, "source", "") or "profile"
     name = os.path.splitext(os.path.basename(source))[0]
-    return f"{name}:{profile.gpu.model}"
+    return f"{name}:{profile.gpu.model if profile.gpus_per_node and profile.gpu else 'cpu'}"
 
 
 def shape_key(shape: Any, teacher: Any = None) -> str:

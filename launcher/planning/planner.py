@@ -35,6 +35,8 @@ from .shapes import divisors, gib, ranges, show, stage_shape, student_shape, tea
 from .training import TUTORIAL_PRUNE_PP, TrainingLayouts
 
 CPU_PRECISION = "32"
+# A profile without GPUs (gpus_per_node: 0) runs its model stages on one node's CPUs, one process each.
+CPU_MODEL_ESTIMATES = (Estimate.TRAINING, Estimate.PRUNING, Estimate.EVALUATION)
 
 # Keep this much of each GPU free of the estimate: the allocator, NCCL growth and estimate error.
 USABLE_FRACTION = 0.9
@@ -72,9 +74,11 @@ class Planner(TrainingLayouts):
         self.profile = profile
         self.recipe = recipe
         self.executor = traits(profile.executor)
-        self.gpu_gib = profile.gpu.memory_gib
-        self.usable = profile.gpu.memory_gib * USABLE_FRACTION * mm.GIB
-        self.tflops = mm.achievable_tflops(profile.gpu.model, profile.gpu.achievable_tflops, profile.attention)
+        gpu = profile.gpu if profile.gpus_per_node else None
+        self.gpu_gib = gpu.memory_gib if gpu else 0.0
+        self.usable = self.gpu_gib * USABLE_FRACTION * mm.GIB
+        self.tflops = (mm.achievable_tflops(gpu.model, gpu.achievable_tflops, profile.attention) if gpu
+                       else tm.CPU_TFLOPS)
         self.calibrations = calibration.load()
         self.profile_key = calibration.profile_key(profile)
         self.estimates: dict[Estimate, Callable[[StagePlan, Any], None]] = {
@@ -134,7 +138,13 @@ class Planner(TrainingLayouts):
                          entrypoint=settings.entrypoint or kind.entrypoint, nodes=1, gpus_per_node=0,
                          attention=self.profile.attention, pruning=node.pruning,
                          container=None if self.profile.container == "none" else self.profile.container)
-        self.estimates[kind.estimate](base, settings)
+        if not self.profile.gpus_per_node and kind.estimate in CPU_MODEL_ESTIMATES:
+            self._plan_on_cpu(base, settings)
+        else:
+            self.estimates[kind.estimate](base, settings)
+        if "engine" in kind.sections and not self.profile.gpus_per_node:
+            base.attention = "unfused"  # no GPUs at all: Transformer Engine's kernels need one
+            base.cpus_per_task = self.profile.cpus_per_node or None  # a model stage has a node's CPUs
         if "engine" in kind.sections:  # a model stage planned without GPUs runs in full precision on the CPU
             base.precision = (settings.precision or self.recipe.precision) if base.uses_gpus else CPU_PRECISION
         if kind.trains:
@@ -152,7 +162,7 @@ class Planner(TrainingLayouts):
         if not self.executor.signals_before_limit:
             return  # without a time-limit signal, continuations are the stall watchdog's alone
         lead = self.profile.signal_lead_s
-        needs = {s.name: continuations_needed(s, lead) for s in stages if s.requeue}
+        needs = {s.name: tm.continuations_needed(s.est_hours, s.est_startup_s, s.time_limit, lead) for s in stages if s.requeue}
         if not needs:
             return
         longest = max(needs, key=lambda name: needs[name])
@@ -191,6 +201,71 @@ class Planner(TrainingLayouts):
                             file=self.profile.source, key="gpus_per_node")
         return self.profile.gpus_per_node
 
+    def _plan_on_cpu(self, sp: StagePlan, st: Any) -> None:
+        """A model stage of a profile without GPUs: one process on one node's CPUs (TP=PP=CP=DP=1), in fp32
+        with megatron-core's local spec (`_plan_stage`); a training stage accumulates its whole global batch
+        and trains without gradient clipping (megatron-core's clipping needs CUDA tensors). For clusters and
+        testbeds without GPUs: a smoke run proves the launcher, Slurm and the stage jobs, not throughput."""
+        kind, key = sp.stage_kind, f"stages.{sp.kind}"
+        if self.recipe.layout == "tutorial":
+            raise self.recipe.error("layout", f"the tutorial's layout runs the {sp.kind} stage on 8 GPUs, but the "
+                                    f"profile has gpus_per_node=0; use layout: planned")
+        sp.nodes, sp.gpus_per_node = 1, 0
+        shape = teacher_shape(self.recipe)
+        seq = (getattr(st, "seq_length", None) if kind.estimate != Estimate.EVALUATION else None) \
+            or self.recipe.data.seq_length
+        if kind.estimate == Estimate.TRAINING:
+            gbs, lr = self._scaled_batch(st, 1, key)
+            mbs = st.micro_batch_size
+            while gbs % mbs:
+                mbs //= 2
+            steps = math.ceil(st.tokens / (gbs * seq)) if st.tokens else st.steps
+            sp.micro_batch_size, sp.global_batch_size, sp.grad_accum = mbs, gbs, gbs // mbs
+            sp.steps, sp.seq_length, sp.tokens = steps, seq, steps * gbs * seq
+            sp.lr, sp.min_lr = lr, st.min_lr * (lr / st.lr if st.lr else 1.0)
+            sp.recompute = st.recompute
+            shapes = self._shapes(sp)
+            flops = mm.flops_per_token(shapes[0], seq) + (
+                mm.forward_flops_per_token(shapes[1], seq) if len(shapes) > 1 else 0.0)
+            step_s = gbs * seq * flops / (self.tflops * 1e12) + tm.STEP_OVERHEAD_S
+            val_s = (steps // st.val_check_interval) * st.limit_val_batches * step_s / 3
+            loaded = sum(s.total_params() for s in shapes)
+            sp.est_startup_s = round(self._startup_s(True, loaded, tm.TEACHER_SETUP_S if len(shapes) > 1 else 0.0), 1)
+            sp.est_step_s = step_s
+            sp.est_hours = (sp.est_startup_s + steps * step_s + val_s) / 3600
+            sp.why = (f"CPU: 1 process, fp32, MBS={mbs}, {gbs // mbs} accumulation step(s); no gradient clipping "
+                      f"(CUDA only)")
+        elif kind.estimate == Estimate.PRUNING:
+            spec = self.recipe.pruning[sp.pruning]
+            calibrates = spec.drop_layers is None
+            sp.micro_batch_size = sp.global_batch_size = st.micro_batch_size
+            sp.grad_accum, sp.seq_length = 1, seq
+            sp.steps = st.num_train_samples // st.micro_batch_size if calibrates else 0
+            sp.tokens = sp.steps * st.micro_batch_size * seq
+            sp.est_step_s = st.micro_batch_size * seq * mm.forward_flops_per_token(shape, seq) / (self.tflops * 1e12)
+            sp.est_startup_s = round(self._startup_s(True, shape.total_params()), 1)
+            sp.est_hours = (sp.est_startup_s + sp.steps * sp.est_step_s) / 3600
+            what = "drop layers " + ranges(spec.drop_layers) if not calibrates else ", ".join(
+                f"{k.removeprefix('target_')}={v}" for k, v in spec.targets().items())
+            sp.why = (f"CPU: 1 process, fp32; {what}" + (f"; {st.num_train_samples} calibration samples at batch "
+                                                         f"{st.micro_batch_size}" if calibrates else "; no calibration"))
+        else:
+            trained = self.recipe.settings(kind.batches_from)
+            seq = trained.seq_length or self.recipe.data.seq_length
+            evaluated = [stage_shape(self.recipe, s.variant is not None, s.variant)
+                         for s in sources(self.recipe, kind, sp.pruning) if s.output.name == "model"]
+            gbs = trained.global_batch_size
+            sp.micro_batch_size, sp.global_batch_size = trained.micro_batch_size, gbs
+            sp.grad_accum, sp.seq_length = gbs // trained.micro_batch_size, seq
+            sp.tokens = len(evaluated) * trained.limit_val_batches * gbs * seq
+            sp.est_startup_s = round(self._startup_s(True, sum(m.total_params() for m in evaluated)), 1)
+            sp.est_hours = (sp.est_startup_s + sp.tokens * mm.forward_flops_per_token(shape, seq)
+                            / (self.tflops * 1e12)) / 3600
+            then = ("plots from the trainers' TensorBoard logs" if any(i.output == "log_dir" for i in kind.inputs)
+                    else "a table")
+            sp.why = (f"CPU: 1 process, fp32, MBS={sp.micro_batch_size}: validation loss of {len(evaluated)} models "
+                      f"on {trained.limit_val_batches} batches of {gbs}, then {then}")
+
     def _plan_prune(self, sp: StagePlan, st: Any) -> None:
         """TP=1 and the largest PP one node holds; where the model does not fit one node's GPUs that way, the
         smallest PP over more nodes (at most the cap) that fits: pruning gains nothing from more."""
@@ -210,17 +285,17 @@ class Planner(TrainingLayouts):
         elif st.pp:
             if shape.num_layers % st.pp:
                 raise self.recipe.error(f"{key}.pp", f"pp={st.pp} does not divide the {shape.num_layers} layers")
-            if _pipeline_nodes(st.pp, gpn, cap) is None:
+            if tm.pipeline_nodes(st.pp, gpn, cap) is None:
                 raise self.recipe.error(f"{key}.pp", f"pp={st.pp} does not fit {cap} node(s) of {gpn} GPUs, each "
                                         f"holding an equal share of the stages")
             candidates = [st.pp]
         else:
             one_node = max(d for d in divisors(shape.num_layers) if d <= gpn)
             candidates = [one_node] + [d for d in divisors(shape.num_layers)
-                                       if d > gpn and _pipeline_nodes(d, gpn, cap) is not None]
+                                       if d > gpn and tm.pipeline_nodes(d, gpn, cap) is not None]
         first = None
         for pp in candidates:
-            nodes = _pipeline_nodes(pp, gpn, cap)
+            nodes = tm.pipeline_nodes(pp, gpn, cap)
             est = mm.inference_memory(shape, pp, st.micro_batch_size, seq, self.profile.attention)
             first = first or (pp, est)
             if est.total <= self.usable:
@@ -262,11 +337,6 @@ class Planner(TrainingLayouts):
         forward passes over one node, TP=1, the smallest PP that fits the teacher."""
         curves = any(i.output == "log_dir" for i in sp.stage_kind.inputs)
         then = "plots from the trainers' TensorBoard logs" if curves else "a table"
-        if self.profile.gpus_per_node == 0:
-            sp.est_startup_s = round(self._startup_s(True), 1)
-            sp.est_hours = sp.est_startup_s / 3600
-            sp.why = f"CPU only: {then}"
-            return
         gpn = self.profile.gpus_per_node
         shape = teacher_shape(self.recipe)
         trained = self.recipe.settings(sp.stage_kind.batches_from)
@@ -419,18 +489,6 @@ class Planner(TrainingLayouts):
         raise self.recipe.error(key, f"the {sp.name} stage's estimate of {sp.est_hours:.1f} h exceeds its {limit} "
                                 f"limit ({source}), and only training stages continue past their limit",
                                 f"give stages.{sp.kind}.partition a longer limit, or the stage less work")
-
-
-def _pipeline_nodes(pp: int, gpn: int, cap: int) -> int | None:
-    """The fewest nodes (at most `cap`) whose GPUs hold a pipeline of `pp` stages in equal shares."""
-    return next((n for n in range(math.ceil(pp / gpn), min(cap, pp) + 1) if pp % n == 0), None)
-
-
-def continuations_needed(sp: StagePlan, lead_s: int) -> int:
-    """Time-limit continuations a requeued stage needs by its estimate (the runs `timemodel.attempts` counts,
-    less the first)."""
-    runs = tm.attempts(sp.est_hours * 3600, sp.est_startup_s, parse_time_minutes(sp.time_limit) * 60, lead_s)
-    return max(0, (runs or 1) - 1)
 
 
 def make_plan(profile: ClusterProfile, recipe: Recipe) -> Plan:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ..config.values import parse_time_minutes
 from . import memory as mm
 
 DATA_PREP_HOURS = 0.25  # tokenising WikiText-103 (~120M tokens) on 32 workers; not modelled
@@ -25,6 +26,8 @@ BUILTIN_DATA_S = 45.0    # the tiny corpus: imports, BPE training, tokenising (m
 # 300 fine-tune steps at 2 micro-batches took ~21 s beyond the startup of a stage with no steps.
 STEP_OVERHEAD_S = 0.03
 MICRO_BATCH_OVERHEAD_S = 0.02
+# fp32 model TFLOP/s of one process on a node's CPUs (a profile without GPUs): a guess until measured.
+CPU_TFLOPS = 0.05
 CHECKPOINT_BYTES_PER_PARAM = mm.WEIGHT_BYTES + mm.OPTIMIZER_BYTES  # weights + fp32 master and Adam
 
 
@@ -84,3 +87,15 @@ def attempts(est_s: float, startup_s: float, limit_s: float, lead_s: float) -> i
     if per_run <= 0:
         return None
     return max(1, math.ceil((est_s - startup_s) / per_run))
+
+
+def continuations_needed(est_hours: float, startup_s: float, time_limit: str, lead_s: int) -> int:
+    """Time-limit continuations a requeued stage needs by its estimate (the runs `attempts` counts, less the
+    first)."""
+    runs = attempts(est_hours * 3600, startup_s, parse_time_minutes(time_limit) * 60, lead_s)
+    return max(0, (runs or 1) - 1)
+
+
+def pipeline_nodes(pp: int, gpn: int, cap: int) -> int | None:
+    """The fewest nodes (at most `cap`) whose GPUs hold a pipeline of `pp` stages in equal shares."""
+    return next((n for n in range(math.ceil(pp / gpn), min(cap, pp) + 1) if pp % n == 0), None)

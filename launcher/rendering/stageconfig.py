@@ -81,7 +81,8 @@ def _train(st: _Stage) -> dict[str, Any]:
             "val_check_interval": s.val_check_interval, "limit_val_batches": s.limit_val_batches,
             "log_every_n_steps": s.log_every_n_steps, "ckpt_every_n_steps": s.ckpt_every_n_steps, "seed": s.seed,
             "weight_decay": s.weight_decay, "adam_beta1": s.adam_beta1, "adam_beta2": s.adam_beta2,
-            "clip_grad": s.clip_grad, "seq_length": sp.seq_length, "recompute": sp.recompute}
+            "clip_grad": s.clip_grad if sp.uses_gpus else 0.0,  # megatron-core clips CUDA tensors only
+            "seq_length": sp.seq_length, "recompute": sp.recompute}
 
 
 def _prune(st: _Stage) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def _report(st: _Stage) -> dict[str, Any]:
 
 
 def _engine(st: _Stage) -> dict[str, Any]:
-    return {"attention": st.sp.attention, "precision": st.sp.precision}
+    return {"attention": st.sp.attention, "precision": st.sp.precision, "device": "gpu" if st.sp.uses_gpus else "cpu"}
 
 
 SECTIONS: dict[str, Callable[[_Stage], dict[str, Any]]] = {

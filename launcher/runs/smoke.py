@@ -37,6 +37,9 @@ def smoke_verdict(plan_recipe: Optional[str], overall: RunState, stages: Sequenc
         return None
     settled = {StageState.DONE, StageState.NOT_SUBMITTED} | LIVE
     bad = next((s for s in stages if s.state not in settled), None)
+    if bad is None and overall == RunState.RENDERED:
+        return ("smoke run RENDERED (a dry run): nothing ran, the cluster is not proven ready yet "
+                "(`minitron resume RUN --submit` submits it)")
     if bad is None:
         return (f"smoke run {overall}: no stage failed, but not every stage ran: the cluster is not proven ready yet "
                 f"(`minitron resume` the smoke run)")

@@ -1,7 +1,8 @@
 """Shared setup of the stage-job tests.
 
 Tests marked `nemo` import NeMo 2 (~27 s cold) and run its training code on the CPU through the
-test-only device shim (cpu_shim.py); they share one import and one tiny pipeline run per session.
+jobs' own CPU placement (jobs/runtime/cpu.py, what a stage planned without GPUs installs); they share
+one import and one tiny pipeline run per session.
 Deselect them with `-m "not nemo"`.
 """
 
@@ -23,7 +24,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def nemo_cpu():
     """NeMo imported once, with CUDA placement redirected to the CPU."""
-    import cpu_shim
+    from jobs.runtime import cpu
 
-    cpu_shim.install()
+    cpu.install()
     import nemo.collections.llm  # noqa: F401

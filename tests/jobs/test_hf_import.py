@@ -25,9 +25,9 @@ SHAPE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_att
              num_key_value_heads=2, max_position_embeddings=128, rope_theta=10000.0)
 SCRIPT = """
 import json, sys
-sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests/jobs"]
-import cpu_shim
-cpu_shim.install()
+sys.path[:0] = [sys.argv[1]]
+from jobs.runtime import cpu
+cpu.install()
 from jobs.runtime.engine import te_available
 from jobs.stages import data, import_ckpt  # the stage's own imports, NeMo's among them, in the stage's order
 from tools import hf_roundtrip
