@@ -174,6 +174,14 @@ def test_slurmctld_down_while_status_runs(setup, slurm, tmp_path):
     assert not any(e["event"] == "cancel" for e in state["events"]), "the refused cancel recorded nothing"
 
 
+def _wait_for(path: Path, timeout: float, what: str) -> None:
+    """Until a task writes `path` (its record of where it runs)."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, what
+        time.sleep(0.2)
+
+
 def _wait_node_back(slurm, node: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while True:
@@ -192,10 +200,7 @@ def test_slurmd_killed_under_a_running_stage_then_resume(setup, slurm):
     hold.touch()  # import (no-requeue) waits on this once it runs; data goes first
     cli.wait(run_id, timeout=60, until=lambda c, r: stages(r)["import"]["state"] == "RUNNING")
     task_file = Path(run_dir, "work", "import", "tasks", "0.json")
-    deadline = time.time() + 30
-    while not task_file.exists():
-        assert time.time() < deadline, "the import task never started"
-        time.sleep(0.2)
+    _wait_for(task_file, 30, "the import task never started")
     task = json.loads(task_file.read_text())
     node = task["SLURMD_NODENAME"]
     slurm.kill_slurmd(node)
@@ -237,10 +242,7 @@ def test_slurmd_killed_under_a_training_stage_slurm_requeues_it_and_the_run_fini
     hold.touch()
     cli.wait(run_id, timeout=60, until=lambda c, r: stages(r)["finetune"]["state"] == "RUNNING")
     task_file = Path(run_dir, "work", "finetune", "tasks", "0.json")
-    deadline = time.time() + 30
-    while not task_file.exists():
-        assert time.time() < deadline, "the finetune task never started"
-        time.sleep(0.2)
+    _wait_for(task_file, 30, "the finetune task never started")
     node = json.loads(task_file.read_text())["SLURMD_NODENAME"]
     slurm.kill_slurmd(node)
     try:
@@ -256,10 +258,7 @@ def test_slurmd_killed_under_a_training_stage_slurm_requeues_it_and_the_run_fini
         slurm.start_slurmd(node)
     _wait_node_back(slurm, node)
     task_file.unlink()
-    deadline = time.time() + 120
-    while not task_file.exists():  # the requeued job runs again once the node is back
-        assert time.time() < deadline, "the requeued finetune never started again"
-        time.sleep(0.5)
+    _wait_for(task_file, 120, "the requeued finetune never started again")  # it runs once the node is back
     assert json.loads(task_file.read_text())["SLURM_RESTART_COUNT"] == "1"
     hold.unlink()
     code, report = cli.wait(run_id, timeout=240)

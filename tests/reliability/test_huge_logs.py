@@ -26,6 +26,7 @@ from launcher.core.files import LOG_LINE_BYTES, LineReader, open_log, read_tail,
 from launcher.runs.registry import open_run
 from tests.conftest import REPO
 from tests.reliability.conftest import Sandbox
+from tests.reliability.test_markers import forgetful_slurm
 
 MiB = 1024 * 1024
 # What reading a huge log may add to the CLI's peak RSS. Below the long line alone: holding that one
@@ -83,20 +84,6 @@ def _write_huge_log(path: Path) -> int:
     return data_lines
 
 
-def _forgetful_slurm(sandbox: Sandbox) -> dict[str, str]:
-    """Slurm clients that know no job (as in test_markers.py): the markers decide every state."""
-    bin_dir = sandbox.root / "forgetful-slurm"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text('#!/bin/sh\necho "slurm_load_jobs error: Invalid job id specified" >&2\nexit 1\n')
-    (bin_dir / "sacct").write_text('#!/bin/sh\ncase "$*" in *--completion*) exit 0 ;; esac\n'
-                                   'echo "Slurm accounting storage is disabled" >&2\nexit 1\n')
-    for path in bin_dir.iterdir():
-        path.chmod(0o755)
-    env = dict(sandbox.env)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    return env
-
-
 def _failed_finetune(sandbox: Sandbox, env: dict[str, str], exit_code: int | None = 3) -> tuple[str, Path]:
     """A run whose finetune (job 101) started and failed with `exit_code` (None: has not finished):
     its id and where its log goes."""
@@ -117,7 +104,7 @@ class Logs:
 
     def __init__(self, root: Path):
         self.sandbox = Sandbox(root)
-        self.env = _forgetful_slurm(self.sandbox)
+        self.env = forgetful_slurm(self.sandbox)
         self.tiny_run, tiny_log = _failed_finetune(self.sandbox, self.env)
         tiny_log.write_bytes(b"\n".join(raw for raw, _ in TAIL) + b"\n")
         self.huge_run, self.huge_log = _failed_finetune(self.sandbox, self.env)
