@@ -116,6 +116,11 @@ def test_writes_a_commented_profile_that_loads_and_plans(tmp_path):
     assert planned.returncode == 0, planned.stderr
     stages = json.loads(planned.stdout)["stages"]
     assert {s["partition"] for s in stages} == {"batch", "cpu"}
+    # max_nodes is there to find, commented out: uncommented, it caps the stages
+    commented = next(l for l in text.splitlines() if l.startswith("# max_nodes:"))
+    assert "--nodes N" in commented
+    path.write_text(text.replace(commented, "max_nodes: 1"))
+    assert load_profile(str(path)).node_cap == 1
 
 
 def test_json_tells_what_was_read_and_written(tmp_path):

@@ -79,6 +79,7 @@ def test_dry_run_with_nodes_records_the_cap_and_asks_slurm_for_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert "max_nodes: 2" in (tmp_path / out["run_dir"] / "profile.yaml").read_text()
+    assert json.loads((tmp_path / out["run_dir"] / "inputs.json").read_text())["nodes"] == 2
     finetune = open(out["scripts"]["finetune"]).read()
     assert "#SBATCH --nodes=2\n" in finetune and "    --nodes=2 " in finetune
 
@@ -194,6 +195,32 @@ def test_submit_preflight_refuses_a_limit_above_the_maxtime_sinfo_reports():
     with pytest.raises(UserError) as info:
         check_cluster_offers(_Sinfo("batch*|gpu:8|30:00|1|n1\ncpu|(null)|infinite|2|c[1-2]\n"), profile, plan.stages)
     assert info.value.key == "timeouts.batch" and "00:30:00" in str(info.value)
+
+
+def test_submit_preflight_refuses_cpus_or_memory_per_node_that_too_few_nodes_have():
+    """h100-1x8 asks 96 CPUs and all memory (0) per node: a partition of 64-CPU nodes cannot run its stages,
+    nor can memory asked above every node's; a mixed partition runs them where enough nodes are big."""
+    profile = load_profile("h100-1x8")
+    plan = make_plan(profile, load_recipe())
+    cpu_nodes = "cpu|(null)|infinite|2|c[1-2]|32|64000\n"
+    check_cluster_offers(_Sinfo(f"batch*|gpu:8|4:00:00|2|n[1-2]|128|2000000\n{cpu_nodes}"), profile, plan.stages)
+    check_cluster_offers(_Sinfo(f"batch*|gpu:8|4:00:00|1|n1|64|2000000\nbatch*|gpu:8|4:00:00|1|n2|96|2000000\n"
+                                f"{cpu_nodes}"), profile, plan.stages)
+    check_cluster_offers(_Sinfo("batch*|gpu:8|4:00:00|1|n1\ncpu|(null)|infinite|2|c[1-2]\n"), profile,
+                         plan.stages)  # a sinfo without sizes (an older recording) checks nothing more
+    with pytest.raises(UserError) as info:
+        check_cluster_offers(_Sinfo(f"batch*|gpu:8|4:00:00|2|n[1-2]|64+|2000000\n{cpu_nodes}"), profile,
+                             plan.stages)
+    assert info.value.key == "cpus_per_node" and info.value.line == 7
+    assert "asks 96 CPUs per node on 1 node(s), but no node of partition batch has" in str(info.value)
+    assert "(largest: 64, sinfo)" in str(info.value) and "set cpus_per_node to at most 64," in str(info.value)
+    big = load_profile("a100-40g-2x8")  # mem_per_node: 480G, 2 nodes of 128 CPUs
+    plan = make_plan(big, load_recipe())
+    with pytest.raises(UserError) as info:
+        check_cluster_offers(_Sinfo("gpu*|gpu:8|infinite|1|n1|128|1000000\ngpu*|gpu:8|infinite|1|n2|128|400000\n"
+                                    "cpu|(null)|infinite|2|c[1-2]|32|64000\n"), big, plan.stages)
+    assert info.value.key == "mem_per_node" and "480G of memory per node on 2 node(s)" in str(info.value)
+    assert "but 1 of partition gpu's nodes have that much" in str(info.value)
 
 
 # -- d: pruning spans nodes ------------------------------------------------------------------------

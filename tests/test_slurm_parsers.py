@@ -11,7 +11,7 @@ import pytest
 from jobs.contract import Markers, Started
 from launcher.backends.slurm import (JOBCOMP_FIELDS, parse_duration, parse_exit_code, parse_sacct, parse_squeue,
                                       parse_timestamp)
-from launcher.backends.slurm_preflight import parse_sinfo
+from launcher.backends.slurm_preflight import NodeGroup, parse_sinfo
 from launcher.runs.state import Evidence, StageState, decide_stage, exit_status
 
 OUT = Path(__file__).resolve().parent / "slurm_output"
@@ -94,6 +94,17 @@ def test_sinfo_partitions_nodes_and_gpus():
     assert mixed["batch"].nodes == 8 and mixed["batch"].gpus_per_node == 8
     # a socket list with a comma (S:0,1) is not a gres separator: the count after it is still found
     assert parse_sinfo("a100|gpu:a100:4(S:0,1)|1-00:00:00|2|a[1-2]\n")["a100"].gpus_per_node == 4
+
+
+def test_sinfo_node_sizes_per_group():
+    """%c and %m: the testbed's 8 CPUs and 4000 MB per node; a `+` (nodes of a group differ) is a minimum."""
+    gpu = parse_sinfo(text("sinfo.txt"))["gpu"]
+    assert gpu.node_groups == [NodeGroup(4, 8, 4000)]
+    assert gpu.nodes_with(8, 4000) == 4 and gpu.nodes_with(9, 0) == 0 and gpu.nodes_with(0, 4001) == 0
+    mixed = parse_sinfo("b|gpu:8|infinite|3|n[1-3]|64+|512000+\nb|gpu:8|infinite|1|n4|128|2000000\n")["b"]
+    assert mixed.nodes == 4 and mixed.nodes_with(64, 512000) == 4 and mixed.nodes_with(65, 0) == 1
+    assert mixed.largest() == NodeGroup(1, 128, 2000000)
+    assert parse_sinfo("b|gpu:8|infinite|1|n1\n")["b"].nodes_with(1, 1) is None  # sizes not recorded
 
 
 # -- the state machine over the recorded parses ----------------------------------------------------

@@ -282,6 +282,8 @@ def render_profile(facts: ClusterFacts, answers: dict[str, Answer], nodes: int, 
              "executor: slurm",
              _line("nodes", nodes, f"nodes one stage may use{' (--nodes)' if nodes != 1 else ''}; partition "
                                    f"{part.name} has {part.nodes}{'' if nodes != 1 else ' (--nodes N for more)'}"),
+             "# max_nodes: not set; every stage may take all `nodes` (the plan gives fewer to stages that gain "
+             "nothing from more); set it, or pass --nodes N, to cap them",
              _line("gpus_per_node", gpus, gpus_note),
              (_line("gpu", {"model": answers["gpu"].value[0], "memory_gib": answers["gpu"].value[1]},
                     answers["gpu"].note) if gpus else

@@ -2,8 +2,10 @@
 
 `check_cluster_offers` runs at `minitron submit` (one `sinfo` call, plus `sacctmgr` only when the
 profile names an account or qos): a partition that does not exist, an account or qos unknown to
-accounting, or a stage that asks for more GPUs, nodes or time than its partition has is a UserError
-(exit 2, nothing created, nothing queued). `slurm_checks` is `minitron check`'s view of the same.
+accounting, or a stage that asks for more GPUs, nodes, time, CPUs or memory per node than its
+partition has is a UserError (exit 2, nothing created, nothing queued). sbatch would refuse such a job
+only when its turn in the graph comes ("Requested node configuration is not available"), or leave it
+PENDING for ever where the nodes that could run it are down. `slurm_checks` is `minitron check`'s view of the same.
 """
 
 from __future__ import annotations
@@ -12,11 +14,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..config.values import format_minutes, parse_time_minutes
+from ..config.values import format_minutes, memory_megabytes, parse_time_minutes
 from ..core.errors import SlurmError, UserError
+from ..rendering.scripts import node_share
 from .base import Check
 
-SINFO_FORMAT = "%P|%G|%l|%D|%N"
+SINFO_FORMAT = "%P|%G|%l|%D|%N|%c|%m"
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes of a partition alike in CPUs and memory (one sinfo line; a `+` after a count means "at least")."""
+    count: int
+    cpus: int
+    memory_mb: int
 
 
 @dataclass
@@ -26,6 +37,16 @@ class Partition:
     nodes: int = 0
     gpus_per_node: int = 0          # the largest gpu gres count of any node in the partition
     gres: list[str] = field(default_factory=list)
+    node_groups: list[NodeGroup] = field(default_factory=list)  # empty: sinfo did not say (an older recording)
+
+    def nodes_with(self, cpus: int, memory_mb: float) -> int | None:
+        """How many nodes have at least `cpus` CPUs and `memory_mb` MB; None when sinfo gave no sizes."""
+        if not self.node_groups:
+            return None
+        return sum(g.count for g in self.node_groups if g.cpus >= cpus and g.memory_mb >= memory_mb)
+
+    def largest(self) -> NodeGroup:
+        return max(self.node_groups, key=lambda g: (g.cpus, g.memory_mb))
 
 
 def gpu_gres(gres: str) -> list[tuple[str | None, int]]:
@@ -39,17 +60,27 @@ def gpu_gres(gres: str) -> list[tuple[str | None, int]]:
     return found
 
 
+def _leading_int(text: str) -> int | None:
+    match = re.match(r"\d+", text)
+    return int(match.group()) if match else None
+
+
 def parse_sinfo(stdout: str) -> dict[str, Partition]:
-    """Lines of `sinfo --noheader --format=SINFO_FORMAT` (one per partition and node state group)."""
+    """Lines of `sinfo --noheader --format=SINFO_FORMAT` (one per partition and node group); the format's
+    first five fields alone (recordings made before CPUs and memory were asked) leave node_groups empty."""
     partitions: dict[str, Partition] = {}
     for line in stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) != 5:
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) not in (5, 7):
             continue
-        name, gres, limit, count, _nodes = (p.strip() for p in parts)
+        name, gres, limit, count, _nodes = parts[:5]
         name = name.rstrip("*")
         part = partitions.setdefault(name, Partition(name=name, time_limit=limit))
         part.nodes += int(count) if count.isdigit() else 0
+        if len(parts) == 7 and count.isdigit():
+            cpus, memory = _leading_int(parts[5]), _leading_int(parts[6])
+            if cpus is not None and memory is not None:
+                part.node_groups.append(NodeGroup(int(count), cpus, memory))
         part.gpus_per_node = max([part.gpus_per_node] + [count for _, count in gpu_gres(gres)])
         if gres and gres != "(null)" and gres not in part.gres:
             part.gres.append(gres)
@@ -105,10 +136,30 @@ def check_cluster_offers(client, profile, plan_stages: Sequence) -> None:
         if stage.gpus_per_node and part.gpus_per_node and stage.gpus_per_node > part.gpus_per_node:
             raise UserError(f"stage {stage.name} needs {stage.gpus_per_node} GPUs per node but partition "
                             f"{part.name} offers {part.gpus_per_node}", file=profile.source, key="gpus_per_node")
+        _check_node_size(profile, stage, part)
     for entity, value, key in (("account", profile.account, "account"), ("qos", profile.qos, "qos")):
         if value and _accounting_lookup(client, entity, value) is False:
             raise UserError(f"{entity} {value!r} is unknown to Slurm accounting (sacctmgr show {entity})",
                             file=profile.source, key=key)
+
+
+def _check_node_size(profile, stage, part: Partition) -> None:
+    """The CPUs and memory the stage's script asks of each node (rendering.scripts.node_share) exist on at
+    least as many of the partition's nodes as the stage takes."""
+    _, cpus_per_task, memory = node_share(profile, stage)
+    cpus = cpus_per_task * (stage.gpus_per_node or 1) if cpus_per_task else 0
+    memory_mb = memory_megabytes(memory) if memory else 0.0
+    fitting = part.nodes_with(cpus, memory_mb)
+    if fitting is None or fitting >= stage.nodes:
+        return
+    top = part.largest()
+    short_of_cpus = part.nodes_with(cpus, 0) < stage.nodes
+    asked, largest, key = ((f"{cpus} CPUs", str(top.cpus), "cpus_per_node") if short_of_cpus else
+                           (f"{memory} of memory", f"{top.memory_mb}M", "mem_per_node"))
+    where = f"{fitting} of partition {part.name}'s nodes have" if fitting else f"no node of partition {part.name} has"
+    raise profile.error(key, f"stage {stage.name} asks {asked} per node on {stage.nodes} node(s), but {where} "
+                        f"that much (largest: {largest}, sinfo); sbatch would refuse the job when its turn came",
+                        f"set {key} to at most {largest}, or 0 to let Slurm decide")
 
 
 def slurm_checks(client, profile) -> list[Check]:
@@ -129,6 +180,13 @@ def slurm_checks(client, profile) -> list[Check]:
         enough = part.gpus_per_node >= profile.gpus_per_node
         checks.append(Check("GPUs per node", "ok" if enough else "warn",
                             f"partition offers {part.gpus_per_node}; the profile asks for {profile.gpus_per_node}"))
+    if part and part.node_groups:
+        memory_mb = memory_megabytes(profile.mem_per_node)
+        fitting = part.nodes_with(profile.cpus_per_node, memory_mb)
+        top = part.largest()
+        checks.append(Check("CPUs and memory per node", "ok" if fitting >= profile.nodes else "FAIL",
+                            f"{fitting} of {part.nodes} nodes have cpus_per_node={profile.cpus_per_node} and "
+                            f"mem_per_node={profile.mem_per_node} (largest: {top.cpus} CPUs, {top.memory_mb}M)"))
     for entity, value in (("account", profile.account), ("qos", profile.qos)):
         if value:
             known = _accounting_lookup(client, entity, value)

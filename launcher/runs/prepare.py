@@ -25,6 +25,7 @@ class Inputs:
     profile: ClusterProfile
     recipe: Recipe
     overrides: list[str]
+    nodes: int | None = None  # --nodes, which capped the profile
 
 
 def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | None,
@@ -33,7 +34,7 @@ def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | 
     loaded = load_profile(profile)
     if nodes is not None:
         cap_nodes(loaded, nodes)
-    return Inputs(loaded, load_recipe(recipe, overrides), list(overrides or []))
+    return Inputs(loaded, load_recipe(recipe, overrides), list(overrides or []), nodes)
 
 
 def preflight(inputs: Inputs, plan: Plan) -> None:
@@ -102,7 +103,7 @@ def render_run_files(run_id: str, layout: RunLayout, inputs: Inputs, plan: Plan)
         rel(layout.recipe): yaml.safe_dump(_plain(recipe), sort_keys=False),
         rel(layout.plan): plan.text(),
         rel(layout.inputs): json.dumps({"profile": profile.source, "recipe": recipe.source,
-                                        "overrides": inputs.overrides}, indent=2) + "\n",
+                                        "overrides": inputs.overrides, "nodes": inputs.nodes}, indent=2) + "\n",
     }
     for stage in plan.stages:
         config = build_stage_config(run_id, layout, recipe, stage)

@@ -51,6 +51,24 @@ def test_a_partition_that_does_not_exist_is_refused_before_anything_is_created(s
     assert (set(os.listdir(runs)) if runs.exists() else set()) == runs_before, "no run directory created"
 
 
+@pytest.mark.parametrize("key, value, named", [("mem_per_node", "64G", "of memory per node"),
+                                                ("cpus_per_node", 64, "CPUs per node")])
+def test_a_node_size_no_node_has_is_refused_before_anything_is_created(setup, slurm, key, value, named):
+    """The testbed's nodes have 8 CPUs and 4000 MB (sinfo %c %m): sbatch would refuse the stage's job only
+    when its turn came ("Requested node configuration is not available")."""
+    cli, _, recipe, root = setup
+    jobs = root / f"jobs-{key}"
+    profile = write_test_profile(root / f"profile-{key}.yaml", jobs, **{key: value})
+    before = squeue_ids_live(slurm)
+    proc = cli("submit", "--profile", profile, "--recipe", recipe)
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    assert proc.stderr.count("\n") == 1 and f"{profile}:" in proc.stderr and f": {key}: " in proc.stderr, proc.stderr
+    assert named in proc.stderr and "no node of partition" in proc.stderr, proc.stderr
+    assert f"set {key} to at most" in proc.stderr, proc.stderr
+    assert not squeue_ids_live(slurm) - before, "nothing queued"
+    assert not jobs.exists(), "nothing created"
+
+
 def _sbatch_failing_on_call(root: Path, failing_call: int) -> Path:
     """Fault injection: the real sbatch, except that call number `failing_call` fails as a real one does
     when slurmctld drops a request. What it queued before is real, and so is its cancellation."""
