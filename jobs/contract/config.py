@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
+from urllib.parse import unquote, urlsplit
 
 from .files import read_bounded, write_json_atomic
 from .kinds import BY_NAME, StageKind
@@ -26,6 +28,12 @@ ATTENTION = ("fused", "unfused")   # fused: Transformer Engine's layer spec; unf
 PRECISIONS = ("bf16-mixed", "16-mixed", "32")
 DEVICES = ("gpu", "cpu")   # engine.device (optional, gpu when absent): cpu = one process on a node's CPUs
 MAX_STAGE_CONFIG_BYTES = 1024 * 1024
+# tracking (training kinds only): the experiment trackers the trainer logs to besides TensorBoard, each through
+# Lightning's own logger; the probe reports each under its name (jobs/stages/probe.py PACKAGES)
+TRACKERS = ("wandb", "mlflow")
+WANDB_MODES = ("online", "offline")
+MLFLOW_SCHEMES = ("file", "http", "https")  # what mlflow-skinny stores to without a database driver
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # quoted as is in MLflow searches
 
 
 class ConfigError(ValueError):
@@ -50,8 +58,12 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "engine": ("attention", "precision"),
     "runtime": ("stall_timeout_s",),
     "probe": ("role", "job_dir"),
+    "tracking": ("run_name",),
 }
-OPTIONAL_SECTIONS = ("runtime",)  # runtime: how a training job watches itself (written when the profile asks)
+# runtime: how a training job watches itself; tracking: where it logs metrics (both written when the profile asks)
+OPTIONAL_SECTIONS = ("runtime", "tracking")
+TRACKER_KEYS: dict[str, tuple[str, ...]] = {"wandb": ("project", "mode", "id"),
+                                            "mlflow": ("tracking_uri", "experiment")}
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class StageConfig:
     report: Optional[dict] = None
     engine: Optional[dict] = None         # how the job runs its model: attention path, precision
     runtime: Optional[dict] = None        # {"stall_timeout_s": ...}: how the job watches itself
+    tracking: Optional[dict] = None       # {"run_name", "wandb"?, "mlflow"?}: W&B / MLflow of a training stage
     probe: Optional[dict] = None          # kind probe: {"role": "gpu"|"cpu", "job_dir": ..., ...}
     path: Optional[Path] = field(default=None, compare=False)
 
@@ -182,9 +195,46 @@ def _probe(raw: Mapping[str, Any]) -> None:
     _check_absolute(raw["probe"]["job_dir"], "probe.job_dir")
 
 
+def _tracking(raw: Mapping[str, Any]) -> None:
+    """Only a kind that trains logs metrics; each tracker holds its keys, a known W&B mode and an MLflow URI
+    mlflow-skinny can store to (a `file:` one absolute: a relative path would land in each job's working directory)."""
+    tracking = raw["tracking"]
+    if not BY_NAME[raw["kind"]].trains:
+        raise ConfigError(f"tracking: kind {raw['kind']} does not train, so it logs no metrics")
+    if not isinstance(tracking["run_name"], str) or not RUN_NAME.match(tracking["run_name"]):
+        raise ConfigError(f"tracking.run_name must be <run id>/<stage> in letters, digits and ._-, "
+                          f"got {tracking['run_name']!r}")
+    unknown = sorted(set(tracking) - {"run_name", *TRACKERS})
+    if unknown:
+        raise ConfigError(f"tracking: unknown key(s) {', '.join(unknown)} (trackers: {', '.join(TRACKERS)})")
+    for tracker in TRACKERS:
+        if tracker in tracking:
+            if not isinstance(tracking[tracker], Mapping):
+                raise ConfigError(f"tracking.{tracker}: expected a mapping")
+            _require(tracking[tracker], TRACKER_KEYS[tracker], f"tracking.{tracker}")
+    if "wandb" in tracking and tracking["wandb"]["mode"] not in WANDB_MODES:
+        raise ConfigError(f"tracking.wandb.mode must be one of {', '.join(WANDB_MODES)}, "
+                          f"got {tracking['wandb']['mode']!r}")
+    if "mlflow" in tracking:
+        uri = str(tracking["mlflow"]["tracking_uri"])
+        scheme = uri.partition(":")[0]
+        if scheme not in MLFLOW_SCHEMES:
+            raise ConfigError(f"tracking.mlflow.tracking_uri must start with "
+                              f"{', '.join(s + ':' for s in MLFLOW_SCHEMES)}, got {uri!r}")
+        if scheme == "file":
+            _check_absolute(file_uri_path(uri), "tracking.mlflow.tracking_uri (its path)")
+
+
+def file_uri_path(uri: str) -> Optional[str]:
+    """The path of a `file:` URI on this host (`file:///abs`, `file:/abs`), or None when it names another host
+    or none at all (`file://rel/path` reads `rel` as a host name)."""
+    parts = urlsplit(uri)
+    return unquote(parts.path) if parts.netloc in ("", "localhost") and parts.path else None
+
+
 SECTION_RULES: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "data": _data, "tokenizer": _tokenizer, "parallel": _parallel, "prune": _prune, "engine": _engine,
-    "probe": _probe,
+    "probe": _probe, "tracking": _tracking,
 }
 
 
@@ -225,7 +275,7 @@ def validate(raw: Mapping[str, Any]) -> None:
             if not isinstance(raw[section], Mapping):
                 raise ConfigError(f"{section}: expected a mapping")
             _require(raw[section], SECTION_KEYS[section], section)
-    for section in stage_kind.sections:
+    for section in (*stage_kind.sections, *(s for s in OPTIONAL_SECTIONS if raw.get(s) is not None)):
         rule = SECTION_RULES.get(section)
         if rule is not None:
             rule(raw)

@@ -37,7 +37,7 @@ from jobs.contract import StageConfig, StageExit, seq_length
 from jobs.runtime.engine import fused
 from jobs.runtime.frame import is_rank_zero, mark_continue, report_progress
 from jobs.runtime.signals import CONTINUE_SIGNUM
-from jobs.stages import drift
+from jobs.stages import drift, tracking
 
 log = logging.getLogger("jobs")
 
@@ -336,8 +336,9 @@ def optimizer(cfg: StageConfig) -> MegatronOptimizerModule:
 
 
 def logger(cfg: StageConfig) -> nl.NeMoLogger:
-    """Logs and TensorBoard events in outputs.log_dir; one rotating `-last` checkpoint every N steps
-    (all AutoResume needs; the final one becomes outputs.model)."""
+    """Logs and TensorBoard events in outputs.log_dir, and W&B / MLflow where the stage config's `tracking` turns
+    them on (tracking.py); one rotating `-last` checkpoint every N steps (all AutoResume needs; the final one
+    becomes outputs.model)."""
     return nl.NeMoLogger(
         explicit_log_dir=cfg.outputs["log_dir"],
         ckpt=nl.ModelCheckpoint(
@@ -345,6 +346,7 @@ def logger(cfg: StageConfig) -> nl.NeMoLogger:
             filename="{step}-{consumed_samples}",
         ),
         tensorboard=TensorBoardLogger(save_dir="tb_logs", name=""),
+        **tracking.nemo_logger_args(cfg),
     )
 
 
@@ -403,18 +405,23 @@ def run_training(plan: TrainingPlan, cfg: StageConfig) -> None:
     ends in NeMo's PreemptionCallback calling sys.exit(0) after the checkpoint is written; that becomes
     exit 85. NeMo's optimizer call is fitted to the installed megatron-core first (drift.py)."""
     log.info("optimizer call: %s", drift.adapt_optimizer_call())
+    outcome = tracking.FAILED
     try:
         llm.train(plan.model, plan.data, plan.trainer, log=plan.log, resume=plan.resume, optim=plan.optim,
                   tokenizer=plan.tokenizer)
+        outcome = tracking.DONE
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+        outcome = tracking.CONTINUING
         # The checkpoint is written (a collective save). Rank 0 leaves the continue marker before any
         # rank exits, so srun's kill-on-bad-exit cannot cut it short.
         mark_continue(cfg)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
         raise SystemExit(StageExit.CONTINUE) from exc
+    finally:
+        tracking.close(cfg, plan.trainer.loggers, outcome)
     if is_rank_zero():
         link_final_model(cfg.outputs["log_dir"], cfg.outputs["model"])
     teardown(plan.trainer)

@@ -51,6 +51,9 @@ PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("matplotlib", "matplotlib", "matplotlib"),
     ("numpy", "numpy", "numpy"),
     ("yaml", "PyYAML pyyaml", "yaml"),
+    # experiment trackers (jobs/stages/tracking.py): needed only where the profile's `tracking` turns one on
+    ("wandb", "wandb", "wandb"),
+    ("mlflow", "mlflow-skinny mlflow_skinny mlflow", "mlflow"),
 )
 
 # Every NeMo / megatron-core / ModelOpt / Lightning name the stage jobs use: (module, attribute, stage kinds
@@ -116,6 +119,8 @@ FUNCTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("lightning.pytorch", "Callback", ("finetune", "distill")),
     ("lightning.pytorch", "seed_everything", ("finetune", "prune", "distill", "report")),
     ("lightning.pytorch.loggers", "TensorBoardLogger", ("finetune", "distill")),
+    ("lightning.pytorch.loggers", "WandbLogger", ("finetune", "distill")),
+    ("lightning.pytorch.loggers", "MLFlowLogger", ("finetune", "distill")),
     ("lightning.pytorch.trainer.states", "TrainerFn", ("import",)),
     ("fiddle", "build", ("finetune", "prune", "distill", "report")),
     # data and report

@@ -20,6 +20,7 @@ from jobs.contract import BY_NAME, PIPELINE_KINDS
 
 CONTAINER = "nvcr.io#nvidia/nemo:26.02"
 ALL_KINDS = tuple(k.name for k in PIPELINE_KINDS)
+TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow-skinny"}  # what to install for each tracker
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ def summary(report: dict[str, Any]) -> str:
 def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
     """Problems of one probe report. `expect`: role (gpu|cpu), kinds (the stage kinds that run where this
     probe ran), gpus_per_node, gpu_memory_gib, attention (fused|unfused), hf_model (the hub id the
-    default recipe imports, or None)."""
+    default recipe imports, or None), tracking (the trackers the profile turns on: the training kinds need
+    their packages, named as the probe reports them)."""
     name = str(report.get("stage") or expect.get("stage") or "probe")
     problems: list[Problem] = []
 
@@ -188,6 +190,13 @@ def compare(report: dict[str, Any], expect: dict[str, Any]) -> list[Problem]:
     if unusable:  # one line for the environment, however many packages it lacks
         fail("not importable in the job: " + "; ".join(f"{key} ({broken(key)})" for key in needed if key in unusable),
              container_fix)
+    trains = [k for k in kinds if BY_NAME[k].trains]
+    for tracker in (expect.get("tracking") or ()) if trains else ():
+        if broken(tracker):
+            fail(f"the profile's tracking.{tracker} is on, but {tracker} is not importable in the job "
+                 f"({broken(tracker)}): stages {', '.join(trains)} would stop before their first step",
+                 f"add {TRACKER_PACKAGES.get(tracker, tracker)} to the image (requirements-jobs.txt has it), "
+                 f"or remove tracking.{tracker} from the profile")
 
     # -- GPUs ------------------------------------------------------------------------------------
     if role == "gpu" and "torch" not in unusable:

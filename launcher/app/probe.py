@@ -166,7 +166,8 @@ def expectations(profile: ClusterProfile, target: Target, hf_model: Optional[str
     return {"stage": target.stage, "role": target.role, "kinds": list(target.kinds),
             "gpus_per_node": profile.gpus_per_node if target.role == "gpu" else 0,
             "gpu_memory_gib": profile.gpu.memory_gib if target.role == "gpu" and profile.gpu else None,
-            "attention": profile.attention, "hf_model": hf_model}
+            "attention": profile.attention, "hf_model": hf_model,
+            "tracking": sorted((profile.tracking.for_stages() or {}).keys())}
 
 
 def probe_problems(run: Run, profile: ClusterProfile, targets: list[Target], timeout_s: float) -> tuple[

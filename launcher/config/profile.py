@@ -13,6 +13,7 @@ from ..core.errors import UserError, did_you_mean
 from . import gpus
 from .executors import traits
 from .schema import build, field
+from .tracking import TrackingSpec, check_tracking
 from .values import check_directive, check_memory, check_time, parse_time_minutes
 from .yamlfile import (Located, control_problem, load_yaml_file, looks_like_token, looks_secret,
                        resolve_named_file, shown)
@@ -152,6 +153,7 @@ class ClusterProfile:
     master_port: int = field(29500, min=1024, max=65535 - 1000,
                              doc="the Slurm script adds SLURM_JOB_ID % 1000, so at most 64535")
     local_parallel: bool = field(False, doc="local executor: run independent stages at once when GPUs are free")
+    tracking: TrackingSpec = field(TrackingSpec(), doc="W&B and MLflow the training stages log to (config/tracking.py)")
 
     # filled in by load_profile
     source: str = field("")
@@ -304,6 +306,11 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
                             f"own path, so mount elsewhere")
     _validate_env(profile, src)
     _check_hf_home(profile, src)
+    if profile.tracking.mlflow is not None:  # a file store under job_dir names it the same way: $USER
+        mlflow = profile.tracking.mlflow
+        mlflow.tracking_uri = _expand(mlflow.tracking_uri, "tracking.mlflow.tracking_uri", src)
+    mounted = None if profile.container == "none" else [profile.job_dir] + [m.split(":")[1] for m in profile.mounts]
+    check_tracking(profile.tracking, profile.env_passthrough(), mounted, src)
     if profile.gpu is not None:
         _validate_gpu(profile.gpu, src)
     for index, arg in enumerate(profile.sbatch_args):

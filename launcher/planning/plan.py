@@ -65,6 +65,7 @@ class StagePlan:
     calibration_profile_key: str = ""   # the keys a finished stage's measurement is recorded under
     calibration_shape_key: str = ""
     stall_timeout_s: Optional[int] = None  # training stages: the job exits for requeue after this long without progress
+    tracking: Optional[dict] = None  # training stages: the profile's W&B / MLflow settings (config/tracking.py)
 
     @property
     def stage_kind(self) -> StageKind:

@@ -150,6 +150,7 @@ class Planner(TrainingLayouts):
         if kind.trains:
             base.requeue = True
             base.stall_timeout_s = self.profile.stall_timeout_s
+            base.tracking = self.profile.tracking.for_stages()
         base.partition = self._partition(base, settings)
         self._apply_calibration(base)
         base.est_gpu_hours = round(base.est_hours * base.nodes * base.gpus_per_node, 3)

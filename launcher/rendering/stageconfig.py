@@ -9,7 +9,9 @@ only fills it in.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -19,6 +21,8 @@ from ..config.graph import holds, sources, variants
 from ..config.recipe import Recipe
 from ..planning.plan import StagePlan
 from ..planning.shapes import student_shape
+
+WANDB_ID_MAX = 64
 
 
 @dataclass
@@ -109,6 +113,27 @@ def _engine(st: _Stage) -> dict[str, Any]:
     return {"attention": st.sp.attention, "precision": st.sp.precision, "device": "gpu" if st.sp.uses_gpus else "cpu"}
 
 
+def _tracking(run_id: str, sp: StagePlan) -> dict[str, Any]:
+    """The plan's trackers, with the stage's identity in each: one W&B / MLflow run per training stage, named
+    `<run id>/<stage>`, that a continuation after a requeue resumes rather than starting another (W&B by the id
+    here, derived from the names; MLflow by the run name, jobs/stages/tracking.py). W&B groups a run's stages."""
+    tracking: dict[str, Any] = {"run_name": f"{run_id}/{sp.name}"}
+    if "wandb" in sp.tracking:
+        tracking["wandb"] = {**sp.tracking["wandb"], "id": wandb_run_id(run_id, sp.name), "group": run_id,
+                             "job_type": sp.kind}
+    if "mlflow" in sp.tracking:
+        tracking["mlflow"] = dict(sp.tracking["mlflow"])
+    return tracking
+
+
+def wandb_run_id(run_id: str, stage: str) -> str:
+    """A W&B run id unique to the stage of this run and stable across its continuations: `<run id>-<stage>` in the
+    characters W&B allows (it refuses /\\#?%:), or a digest of it past 64 characters (the id also names the
+    offline run's directory)."""
+    text = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_id}-{stage}")
+    return text if len(text) <= WANDB_ID_MAX else hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 SECTIONS: dict[str, Callable[[_Stage], dict[str, Any]]] = {
     "model": _model, "tokenizer": _tokenizer, "data": _data, "parallel": _parallel, "batch": _batch,
     "train": _train, "prune": _prune, "distill": _distill, "student_shape": _student_shape, "report": _report,
@@ -149,6 +174,8 @@ def build_stage_config(run_id: str, paths: RunLayout, recipe: Recipe, sp: StageP
         config[section] = SECTIONS[section](stage)
     if sp.stall_timeout_s:
         config["runtime"] = {"stall_timeout_s": sp.stall_timeout_s}
+    if sp.tracking:
+        config["tracking"] = _tracking(run_id, sp)
     return StageConfig.from_json(config)
 
 

@@ -14,6 +14,7 @@ from jobs.contract import RunLayout, stage_config_text
 from ..backends import executor_for
 from ..config.profile import ClusterProfile, cap_nodes, load_profile
 from ..config.recipe import TOKEN_VARS, Recipe, load_recipe
+from ..config.tracking import WANDB_KEY_VAR
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
 from ..rendering.stageconfig import build_stage_config
@@ -39,8 +40,8 @@ def load_inputs(profile: str | None, recipe: str | None, overrides: list[str] | 
 
 def preflight(inputs: Inputs, plan: Plan) -> None:
     """What must hold before anything is created or queued: required variables set, mount sources and a
-    squashfs image present (unless check_mounts: false), a token for a gated model, and what the backend
-    can verify (Slurm: partitions, account, qos, GPUs per node)."""
+    squashfs image present (unless check_mounts: false), a token for a gated model, the key W&B online logs in
+    with, and what the backend can verify (Slurm: partitions, account, qos, GPUs per node)."""
     profile = inputs.profile
     missing = [name for name in profile.required_env_vars if not os.environ.get(name)]
     if missing:
@@ -55,6 +56,7 @@ def preflight(inputs: Inputs, plan: Plan) -> None:
                                     f"false if only the compute nodes see it)")
         _check_image(profile)
     _check_hub_token(profile, inputs.recipe)
+    _check_wandb_key(profile)
     executor_for(profile.executor).preflight(profile, plan.stages)
 
 
@@ -82,6 +84,18 @@ def _check_hub_token(profile: ClusterProfile, recipe: Recipe) -> None:
     raise profile.error("env_vars", f"{key} {hub_id} is gated on Hugging Face and HF_TOKEN is {listed} set in this "
                         f"shell: the job would have no token", "list HF_TOKEN in env_vars and export it, or set "
                         "HF_HUB_OFFLINE=1 if HF_HOME holds the model")
+
+
+def _check_wandb_key(profile: ClusterProfile) -> None:
+    """W&B online logs in with WANDB_API_KEY, which reaches the jobs from this shell (the profile lists it by name:
+    config/tracking.py); unset here, every training stage would fail at its first step, long after submit."""
+    wandb = profile.tracking.wandb
+    if wandb is None or wandb.mode != "online" or os.environ.get(WANDB_KEY_VAR):
+        return
+    raise profile.error("env_vars", f"tracking.wandb.mode is online and {WANDB_KEY_VAR} is listed here but not set in "
+                        f"this shell: the training stages could not log in to W&B",
+                        f"export {WANDB_KEY_VAR} before submit (`wandb login` prints where to find it), or set "
+                        f"tracking.wandb.mode: offline and `wandb sync` later")
 
 
 def _plain(obj: Any) -> Any:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import struct
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,10 @@ def test_export_of_a_bf16_checkpoint_without_te(pipeline, tmp_path):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
-def test_sigusr1_saves_exits_85_and_the_rerun_resumes(pipeline, monkeypatch):
+def test_sigusr1_saves_exits_85_and_the_rerun_resumes(pipeline, monkeypatch, tmp_path):
+    """...and the W&B (offline) and MLflow (file store) runs the stage logs to, as the profile's `tracking` asks:
+    one MLflow run across both attempts, a W&B run per attempt (offline W&B cannot resume), holding the losses; no network (WANDB_MODE=offline) and no API key
+    written anywhere."""
     from jobs.stages import nemo_parts
 
     base = pipeline.run("finetune")
@@ -181,7 +185,15 @@ def test_sigusr1_saves_exits_85_and_the_rerun_resumes(pipeline, monkeypatch):
     work = Path(cfg["work_dir"]) / "finetune_requeue"
     cfg.update(stage="finetune_requeue", outputs={"model": str(work / "model"), "log_dir": str(work / "logs")})
     cfg["train"].update(steps=4, ckpt_every_n_steps=100, val_check_interval=4)
+    tracked = render_run(tmp_path / "tracked", tracking={
+        "wandb": {"project": "minitron-test", "mode": "offline"},
+        "mlflow": {"tracking_uri": f"file://{tmp_path}/mlruns", "experiment": "minitron-test"}})
+    cfg["tracking"] = stage_configs(tracked)["finetune"]["tracking"]  # as the launcher renders it
+    cfg["tracking"]["run_name"] = f"{cfg['run_id']}/finetune_requeue"
+    cfg["tracking"]["wandb"]["id"] = f"{cfg['run_id']}-finetune_requeue"
     path = pipeline.add("finetune_requeue", cfg)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # and nothing to reach: no network in CI, none needed
+    monkeypatch.setenv("WANDB_API_KEY", SECRET_KEY)
 
     progress_end = nemo_parts.ProgressCallback.on_train_batch_end
 
@@ -207,6 +219,60 @@ def test_sigusr1_saves_exits_85_and_the_rerun_resumes(pipeline, monkeypatch):
     steps = sorted({int(s) for s, *_ in PROGRESS.findall(out)})
     assert steps == [3, 4]  # resumed after the saved step, not from scratch
     assert is_complete(config)
+
+    train = dict(PROGRESS_TRAIN.findall(out))  # the second attempt's own progress lines
+    mlflow_steps, wandb_steps = mlflow_losses(tmp_path / "mlruns", cfg["tracking"]["run_name"]), wandb_losses(work)
+    # Lightning's x-axis counts the optimizer steps before the batch (0-based); the batch the signal came on is in
+    # the checkpoint but not logged (NeMo's PreemptionCallback exits before Lightning logs it; TensorBoard too)
+    assert sorted(mlflow_steps) == sorted(wandb_steps) == [0, 2, 3], (mlflow_steps, wandb_steps)
+    assert mlflow_steps[3] == pytest.approx(wandb_steps[3]) == pytest.approx(float(train["4"]), rel=1e-4)
+    leaked = [str(p) for root in (work, tmp_path / "mlruns") for p in root.rglob("*")
+              if p.is_file() and SECRET_KEY.encode() in p.read_bytes()]
+    assert not leaked
+
+
+SECRET_KEY = "0123456789abcdef0123456789abcdef01234567"  # the shape of a W&B API key; never a real one
+PROGRESS_TRAIN = re.compile(r"^MINITRON_PROGRESS step=(\d+) total=\d+ train_loss=(\S+)", re.M)
+
+
+def mlflow_losses(store: Path, run_name: str) -> dict[int, float]:
+    """The training loss by step of the one MLflow run named `run_name`, read back through MLflow's client."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"file://{store}")
+    experiment = client.get_experiment_by_name("minitron-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [(run_name, "FINISHED")]
+    return {m.step: m.value for m in client.get_metric_history(runs[0].info.run_id, "reduced_train_loss")}
+
+
+def wandb_losses(work: Path) -> dict[int, float]:
+    """The training loss by trainer step in the W&B offline runs of the stage, one per attempt. wandb 0.31 keeps an offline run's history only in its `.wandb` transaction log: LevelDB's log
+    format (32 KiB blocks of CRC, length, type, data) after a 7-byte W&B header, each record a protobuf Record."""
+    from wandb.proto import wandb_internal_pb2
+
+    runs = sorted((work / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    first = runs[0].name[len("run-"):-len(".wandb")]  # offline W&B cannot resume: one run per attempt, one group
+    assert [p.name for p in runs] == [f"run-{first}.wandb", f"run-{first}-a2.wandb"], runs
+    losses = {}
+    for path in runs:
+        data, pos, pending = path.read_bytes(), 7, b""
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            room = 32768 - pos % 32768
+            _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if room >= 7 else (0, 0, 0)
+            if kind == 0 and length == 0:  # the zero padding at a block's end
+                pos += room
+                continue
+            pending += data[pos + 7:pos + 7 + length]
+            pos += 7 + length
+            if kind in (1, 4):  # FULL, or LAST of a record split over blocks
+                record = wandb_internal_pb2.Record.FromString(pending)
+                pending = b""
+                items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+                if "reduced_train_loss" in items:
+                    losses[int(items["trainer/global_step"])] = items["reduced_train_loss"]
+    return losses
 
 
 def test_stages_write_nothing_into_the_working_directory(pipeline):
