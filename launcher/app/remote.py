@@ -159,7 +159,11 @@ class Session:
         from rich.console import Console
         with warnings.catch_warnings():  # torch, which NeMo-Run imports, warns about its own dependencies
             warnings.simplefilter("ignore")
-            from nemo_run.core.tunnel.client import SSHTunnel  # heavy: only once a command goes remote
+            try:
+                from nemo_run.core.tunnel.client import SSHTunnel  # heavy: only once a command goes remote
+            except ImportError as exc:
+                raise RemoteFailed(f"--remote needs NeMo-Run on this machine ({exc}): "
+                                   f"pip install 'minitron-launcher[remote]'") from None
 
         self.target = target
         self.tunnel = SSHTunnel(host=target.host, user=target.user, port=target.port,  # type: ignore[arg-type]

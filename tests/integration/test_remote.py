@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers import REPO, Cli, stages, write_test_profile, write_test_recipe
 from tests.conftest import run_cli
