@@ -60,5 +60,6 @@ class build_py_with_bundled(build_py):
 setup(
     cmdclass={"build_py": build_py_with_bundled},
     extras_require={"test": ["pytest>=8", "hypothesis>=6", "import-linter>=2.1", "pytest-randomly>=3.15", *GRAPH],
-                    "jobs": jobs_requirements(), "graph": GRAPH},
+                    "jobs": jobs_requirements(), "graph": GRAPH,
+                    "remote": [r for r in jobs_requirements() if r.startswith(("nemo-run", "leptonai"))]},
 )

@@ -36,6 +36,20 @@ def _count(text: str) -> int:
     return value
 
 
+REMOTE_COMMANDS = ("submit", "status", "runs", "logs", "cancel", "resume")
+
+
+def _add_remote(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("from another machine (docs/remote.md)")
+    group.add_argument("--remote", metavar="[USER@]HOST[:PORT]",
+                       help="run this command on that login node over SSH (default: $MINITRON_REMOTE, or for "
+                            "submit the profile's remote: block; 'local': here)")
+    group.add_argument("--identity", metavar="FILE",
+                       help="the SSH private key (default: $MINITRON_REMOTE_IDENTITY, ssh-agent, ~/.ssh/config)")
+    group.add_argument("--remote-python", metavar="PATH",
+                       help="the login node's python (default: $MINITRON_REMOTE_PYTHON, the profile's, python3)")
+
+
 def _add_wide(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true",
                         help="every column, however wide (a narrow terminal otherwise gets the most useful ones)")
@@ -170,7 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-dir", metavar="DIR", help="where runs go, on the shared file system ($VARS allowed)")
     p.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes one stage may use (default 1)")
     p.add_argument("--json", action="store_true", help="what was read and written, as JSON")
+    for name in REMOTE_COMMANDS:
+        _add_remote(_subcommand(parser, name))
     return parser
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices[name]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.USAGE
     try:
+        if args.command in REMOTE_COMMANDS:
+            from . import remote  # deferred as the commands are; it imports NeMo-Run only once a command goes remote
+            target = remote.target_for(args)
+            if target is not None:
+                return remote.run_remote(target, _subcommand(parser, args.command), args)
         from . import commands  # deferred: `minitron --help` loads argparse and the errors module only
         handler: Callable[[argparse.Namespace], int] = getattr(commands, f"cmd_{args.command}")
         return int(handler(args))

@@ -12,6 +12,7 @@ from ..core import bundled
 from ..core.errors import UserError, did_you_mean
 from . import gpus
 from .executors import traits
+from .remote import RemoteSettings
 from .schema import build, field
 from .tracking import TrackingSpec, check_tracking
 from .values import check_directive, check_memory, check_time, parse_time_minutes
@@ -154,6 +155,8 @@ class ClusterProfile:
                              doc="the Slurm script adds SLURM_JOB_ID % 1000, so at most 64535")
     local_parallel: bool = field(False, doc="local executor: run independent stages at once when GPUs are free")
     tracking: TrackingSpec = field(TrackingSpec(), doc="W&B and MLflow the training stages log to (config/tracking.py)")
+    remote: Optional[RemoteSettings] = field(None, doc="submit from another machine: the login node to run on "
+                                                       "over SSH (docs/remote.md)")
 
     # filled in by load_profile
     source: str = field("")

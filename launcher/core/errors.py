@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     BUSY = 6              # another minitron process holds the run
     SUBMIT_FAILED = 7     # a stage was refused, or what was queued could not be recorded: it was all cancelled
     NOT_SUBMITTED = 8     # status: the run was rendered (dry run) or its submission failed: nothing to wait for
+    REMOTE = 9            # --remote: the login node could not be reached or logged in to, or its python cannot run us
     INTERNAL = 70         # a bug: the one-line guard caught an unexpected exception
     INTERRUPTED = 130     # Ctrl-C
 
@@ -113,6 +114,13 @@ class SlurmError(LauncherError):
         self.command = command
         self.returncode = returncode
         self.stderr = stderr
+
+
+class RemoteFailed(LauncherError):
+    """`--remote`: the login node did not answer, refused the login, or its python lacks what the launcher
+    needs. The command itself never ran there."""
+
+    exit_code = ExitCode.REMOTE
 
 
 class RunBusy(LauncherError):
