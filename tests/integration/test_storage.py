@@ -7,6 +7,7 @@ workload stand-in on the 4-node testbed. Filling a mount is real ENOSPC, not a p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -45,14 +46,15 @@ def fill(point: Path, leave_bytes: int = 0) -> Path:
     """Write zeros into `point` until the file system is full (or `leave_bytes` remain)."""
     filler = point / "filler"
     free = os.statvfs(point).f_bavail * os.statvfs(point).f_frsize
-    with open(filler, "wb") as handle:
-        try:
+    try:
+        with open(filler, "wb") as handle:  # creating it fails too when the disk is full already
             remaining = max(0, free - leave_bytes)
             while remaining > 0:
                 remaining -= handle.write(b"\0" * min(MiB, remaining))
             handle.flush()
-        except OSError:
-            pass
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
     return filler
 
 
@@ -143,7 +145,7 @@ def test_the_disk_filling_under_a_running_stage_fails_it_says_why_and_resume_fin
     human = cli("status", run_id)
     assert human.returncode == 4 and "a full disk can be why data failed" in human.stdout.replace("\n", " ")
     json.loads(Path(run_dir, "state.json").read_text())  # the record is whole
-    filler.unlink()
+    filler.unlink(missing_ok=True)
     resumed = cli("resume", run_id)
     assert resumed.returncode == 0, resumed.stderr
     code, report = cli.wait(run_id, timeout=180)
