@@ -103,7 +103,9 @@ def test_sinfo_node_sizes_per_group():
     assert gpu.nodes_with(8, 4000) == 4 and gpu.nodes_with(9, 0) == 0 and gpu.nodes_with(0, 4001) == 0
     mixed = parse_sinfo("b|gpu:8|infinite|3|n[1-3]|64+|512000+\nb|gpu:8|infinite|1|n4|128|2000000\n")["b"]
     assert mixed.nodes == 4 and mixed.nodes_with(64, 512000) == 4 and mixed.nodes_with(65, 0) == 1
-    assert mixed.largest() == NodeGroup(1, 128, 2000000)
+    assert (mixed.most_cpus, mixed.most_memory_mb) == (128, 2000000)
+    apart = parse_sinfo("b|gpu:8|infinite|1|n1|256|512000\nb|gpu:8|infinite|1|n2|64|2000000\n")["b"]
+    assert (apart.most_cpus, apart.most_memory_mb) == (256, 2000000)  # most of each need not be one node's
     assert parse_sinfo("b|gpu:8|infinite|1|n1\n")["b"].nodes_with(1, 1) is None  # sizes not recorded
 
 

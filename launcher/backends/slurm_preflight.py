@@ -45,8 +45,13 @@ class Partition:
             return None
         return sum(g.count for g in self.node_groups if g.cpus >= cpus and g.memory_mb >= memory_mb)
 
-    def largest(self) -> NodeGroup:
-        return max(self.node_groups, key=lambda g: (g.cpus, g.memory_mb))
+    @property
+    def most_cpus(self) -> int:
+        return max(g.cpus for g in self.node_groups)
+
+    @property
+    def most_memory_mb(self) -> int:
+        return max(g.memory_mb for g in self.node_groups)
 
 
 def gpu_gres(gres: str) -> list[tuple[str | None, int]]:
@@ -152,10 +157,9 @@ def _check_node_size(profile, stage, part: Partition) -> None:
     fitting = part.nodes_with(cpus, memory_mb)
     if fitting is None or fitting >= stage.nodes:
         return
-    top = part.largest()
     short_of_cpus = part.nodes_with(cpus, 0) < stage.nodes
-    asked, largest, key = ((f"{cpus} CPUs", str(top.cpus), "cpus_per_node") if short_of_cpus else
-                           (f"{memory} of memory", f"{top.memory_mb}M", "mem_per_node"))
+    asked, largest, key = ((f"{cpus} CPUs", str(part.most_cpus), "cpus_per_node") if short_of_cpus else
+                           (f"{memory} of memory", f"{part.most_memory_mb}M", "mem_per_node"))
     where = f"{fitting} of partition {part.name}'s nodes have" if fitting else f"no node of partition {part.name} has"
     raise profile.error(key, f"stage {stage.name} asks {asked} per node on {stage.nodes} node(s), but {where} "
                         f"that much (largest: {largest}, sinfo); sbatch would refuse the job when its turn came",
@@ -183,10 +187,10 @@ def slurm_checks(client, profile) -> list[Check]:
     if part and part.node_groups:
         memory_mb = memory_megabytes(profile.mem_per_node)
         fitting = part.nodes_with(profile.cpus_per_node, memory_mb)
-        top = part.largest()
         checks.append(Check("CPUs and memory per node", "ok" if fitting >= profile.nodes else "FAIL",
                             f"{fitting} of {part.nodes} nodes have cpus_per_node={profile.cpus_per_node} and "
-                            f"mem_per_node={profile.mem_per_node} (largest: {top.cpus} CPUs, {top.memory_mb}M)"))
+                            f"mem_per_node={profile.mem_per_node} (largest: {part.most_cpus} CPUs, "
+                            f"{part.most_memory_mb}M)"))
     for entity, value in (("account", profile.account), ("qos", profile.qos)):
         if value:
             known = _accounting_lookup(client, entity, value)

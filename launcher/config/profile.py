@@ -15,7 +15,7 @@ from .executors import traits
 from .remote import RemoteSettings
 from .schema import build, field
 from .tracking import TrackingSpec, check_tracking
-from .values import check_directive, check_memory, check_time, parse_time_minutes
+from .values import check_directive, check_memory, check_time, lies_under, parse_time_minutes
 from .yamlfile import (Located, control_problem, load_yaml_file, looks_like_token, looks_secret,
                        resolve_named_file, shown)
 
@@ -312,8 +312,7 @@ def validate_profile(profile: ClusterProfile, src: Located) -> None:
     if profile.tracking.mlflow is not None:  # a file store under job_dir names it the same way: $USER
         mlflow = profile.tracking.mlflow
         mlflow.tracking_uri = _expand(mlflow.tracking_uri, "tracking.mlflow.tracking_uri", src)
-    mounted = None if profile.container == "none" else [profile.job_dir] + [m.split(":")[1] for m in profile.mounts]
-    check_tracking(profile.tracking, profile.env_passthrough(), mounted, src)
+    check_tracking(profile.tracking, profile.env_passthrough(), _container_paths(profile), src)
     if profile.gpu is not None:
         _validate_gpu(profile.gpu, src)
     for index, arg in enumerate(profile.sbatch_args):
@@ -382,16 +381,18 @@ def _validate_env(profile: ClusterProfile, src: Located) -> None:
                             f"name")
 
 
+def _container_paths(profile: ClusterProfile) -> list[str] | None:
+    """What outlives a stage's container: job_dir and the mounts' destinations; None without a container."""
+    return None if profile.container == "none" else [profile.job_dir] + [m.split(":")[1] for m in profile.mounts]
+
+
 def _check_hf_home(profile: ClusterProfile, src: Located) -> None:
     """HF_HOME set in the profile must lie under a path the container mounts (job_dir or a mount's
     destination): elsewhere the Hugging Face cache stays inside one stage's container, so a download
     fails on its read-only image or is lost with it, an hour into the run."""
     hf_home = profile.env_values().get("HF_HOME")
-    if profile.container == "none" or not hf_home or not os.path.isabs(hf_home):
-        return
-    targets = [profile.job_dir] + [mount.split(":")[1] for mount in profile.mounts]
-    if any(os.path.commonpath([os.path.normpath(hf_home), os.path.normpath(t)]) == os.path.normpath(t)
-           for t in targets):
+    mounted = _container_paths(profile)
+    if mounted is None or not hf_home or not os.path.isabs(hf_home) or lies_under(hf_home, mounted):
         return
     raise src.error("mounts", f"HF_HOME={shown(hf_home)} (env_vars) is under no path the container mounts "
                     f"(job_dir or a mount's destination), so the Hugging Face cache would not outlive a stage",

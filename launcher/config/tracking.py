@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from jobs.contract import MLFLOW_SCHEMES, file_uri_path
 
 from .schema import field
+from .values import lies_under
 from .yamlfile import Located, shown
 
 WANDB_KEY_VAR = "WANDB_API_KEY"
@@ -90,7 +91,7 @@ def check_tracking(tracking: TrackingSpec, passed_env: list[str], mounted: Optio
     if mlflow is None or not mlflow.tracking_uri.startswith("file:") or mounted is None:
         return
     store = os.path.normpath(file_uri_path(mlflow.tracking_uri) or "")
-    if not any(os.path.commonpath([store, os.path.normpath(m)]) == os.path.normpath(m) for m in mounted):
+    if not lies_under(store, mounted):
         raise src.error("tracking.mlflow.tracking_uri", f"{shown(store)} is under no path the container mounts "
                         f"(job_dir or a mount's destination), so the MLflow runs would vanish with each stage's "
                         f"container", f"put it under job_dir, or add a mount SHARED_DIR:{store} to mounts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from .yamlfile import shown
@@ -92,3 +93,9 @@ def _as_slurm_size(value: str) -> str:
     while unit == "P":
         number, unit = number * 1024, "T"
     return f"write {round(number)}{unit}"
+
+
+def lies_under(path: str, roots: list[str]) -> bool:
+    """Whether `path` is one of `roots` or inside one (normalised, no file system access)."""
+    path = os.path.normpath(path)
+    return any(os.path.commonpath([path, os.path.normpath(root)]) == os.path.normpath(root) for root in roots)
