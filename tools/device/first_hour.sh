@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# The README's first hour on the GPU device (one H200, local executor, no Slurm): what a newcomer types after
-# the install, as the user sees it at COLUMNS=100: `profiles`, `check --probe`, `plan`, `submit --smoke`,
-# `status` until the run ends, `report`, `logs STAGE --rank 0`. The jobs are the real stages on the GPU.
+# The README's first hour on the GPU device (one H200 or H100, local executor, no Slurm): what a newcomer types
+# after the install, as the user sees it at COLUMNS=100: `profiles`, `check --probe`, `plan`, `submit --smoke`,
+# `status` until the run ends, `report`, `logs RUN finetune --rank 0`. The jobs are the real stages on the GPU.
 #
-# Fetch first, here: the NeMo set into .whl/ (tools/device/fetch_device_wheels.sh). Then device calls from the
-# repo root, carrying .whl:
-#   1. tools/device/first_hour.sh start && /tmp/mt-code/tools/device/first_hour.sh wait 480
-#   2. (if 1 ended with exit 3)   /tmp/mt-code/tools/device/first_hour.sh wait 540
-# `start` installs the NeMo set (device_te.sh install) and the wheels of .whl/track/ (e.g. mlflow-skinny and
-# what it needs beyond the set: last on the path, so the image's own copies win), writes the profile
-# (cluster_profiles/device-h200.yaml with its own job_dir; PROFILE_EXTRA, YAML lines appended to it, adds keys,
-# e.g. a `tracking:` block whose MLflow file store `wait` reads back) and runs the commands up to the submit; the run goes on in the local executor's supervisor; `wait` polls `status` and, once the run ended,
-# runs the rest. $OUT/first-hour.txt is the transcript; $OUT/run.tgz the run's logs, markers, plan and stage
-# configs (no weights) and whatever the run directory's tracking/ holds; $OUT/device.log the install.
-# Exit: 0 the smoke run DONE, 1 it failed or a step broke, 3 still running at the deadline (call `wait` again).
+# Fetch first, here: the NeMo set into .whl/ (tools/device/fetch_device_wheels.sh); for MLflow tracking also
+# .whl/track/: `pip download --only-binary=:all: --python-version 3.12 --implementation cp --platform
+# manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d DIR mlflow-skinny==3.18.0`, keeping the wheels .whl/
+# lacks (~10 MiB; with .whl's 47 MiB one call's 64 MiB holds them, W&B's 20 MiB wheel does not fit beside).
+# Then device calls from the repo root, carrying .whl:
+#   1. tools/device/first_hour.sh start && /tmp/mt-code/tools/device/first_hour.sh wait 440
+#   2. (if 1 ended with exit 3)   /tmp/mt-code/tools/device/first_hour.sh wait 500   (within 30 s: still warm)
+# `start` installs the NeMo set (device_te.sh install) and .whl/track/ (last on the path: the image's own copies
+# win), writes the profile (cluster_profiles/device-h200.yaml with its own job_dir and, on an H100, its GPU line;
+# PROFILE_EXTRA, YAML lines appended to it, adds keys, e.g. a `tracking:` block whose MLflow file store `wait`
+# reads back) and runs the commands up to the submit; the run goes on in the local executor's supervisor.
+# `wait` polls `status` and, once the run ended, runs the rest. $OUT/first-hour.txt is each call's part of the
+# transcript; $OUT/run.tgz the run's logs, markers, plan and stage configs (no weights); $OUT/device.log the
+# install. Exit: 0 the smoke run DONE, 1 it failed or a step broke, 3 still running at the deadline (call `wait`
+# again).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CODE=/tmp/mt-code SITE=/tmp/site OVERLAY=/tmp/overlay TRACK_SITE=/tmp/track-site
